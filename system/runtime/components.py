@@ -1,0 +1,241 @@
+"""The process list of a stack: how each real component and service replica is started,
+probed and prepared, and the config files they read, all derived from the topology."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from system.runtime import tools
+from system.runtime.config.envoy import envoy_config
+from system.runtime.config.jaeger import jaeger_config
+from system.runtime.config.kafka import kafka_properties, render_properties
+from system.runtime.config.prometheus import prometheus_config
+from system.runtime.config.toxiproxy import toxiproxy_config
+from system.runtime.kafka_admin import cluster_id, create_topics, kafka_probe
+from system.runtime.paths import StackPaths
+from system.runtime.process import Hook, ProcessSpec, http_probe
+from system.runtime.state import StackSettings
+from system.runtime.topology import Topology
+
+INFRASTRUCTURE = ("toxiproxy", "kafka", "jaeger", "prometheus", "envoy")
+KAFKA_HEAP = "256m"
+KAFKA_JVM_FLAGS = (
+    f"-Xms{KAFKA_HEAP}",
+    f"-Xmx{KAFKA_HEAP}",
+    "-XX:+UseSerialGC",
+    "-XX:MaxMetaspaceSize=96m",
+    "-XX:ReservedCodeCacheSize=64m",
+    "-Xss512k",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+
+
+def write_configs(topology: Topology, paths: StackPaths, settings: StackSettings) -> None:
+    """Generate every component's config file under the stack's ``config/`` folder."""
+    cfg = paths.config
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "envoy.yaml").write_text(yaml.safe_dump(envoy_config(topology), sort_keys=False))
+    (cfg / "jaeger.yaml").write_text(yaml.safe_dump(jaeger_config(topology), sort_keys=False))
+    (cfg / "prometheus.yaml").write_text(
+        yaml.safe_dump(prometheus_config(topology), sort_keys=False)
+    )
+    (cfg / "toxiproxy.json").write_text(json.dumps(toxiproxy_config(topology), indent=2))
+    (cfg / "kafka.properties").write_text(
+        render_properties(kafka_properties(topology, paths.data / "kafka" / "logs"))
+    )
+
+
+def _kafka_format(paths: StackPaths) -> Hook:
+    """Format KRaft storage on first start (never again: that would lose the log)."""
+    data = paths.data / "kafka"
+
+    async def prepare() -> None:
+        if (data / "logs" / "meta.properties").exists():
+            return
+        proc = await asyncio.create_subprocess_exec(
+            str(tools.java_binary()),
+            "-Xmx128m",
+            "-XX:+UseSerialGC",
+            f"-Dlog4j2.configurationFile={tools.KAFKA_LOG4J}",
+            "-cp",
+            tools.kafka_classpath(),
+            "kafka.tools.StorageTool",
+            "format",
+            "--config",
+            str(paths.config / "kafka.properties"),
+            "--cluster-id",
+            cluster_id(data),
+            "--standalone",
+            "--ignore-formatted",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"kafka storage format failed: {output.decode()[-500:]}")
+
+    return prepare
+
+
+def infrastructure_specs(
+    topology: Topology, paths: StackPaths, without: tuple[str, ...] = ()
+) -> list[ProcessSpec]:
+    ports, cfg = topology.ports, paths.config
+    kafka_bootstrap = f"127.0.0.1:{ports.kafka}"
+    specs: dict[str, Callable[[], ProcessSpec]] = {
+        "toxiproxy": lambda: ProcessSpec(
+            "toxiproxy",
+            (
+                str(tools.toxiproxy_binary()),
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(ports.toxiproxy),
+                "-config",
+                str(cfg / "toxiproxy.json"),
+                "-proxy-metrics",
+                "-runtime-metrics",
+            ),
+            ports={
+                "api": ports.toxiproxy,
+                **{f"proxy.{p.name}": p.listen for p in topology.proxies},
+            },
+            probe=http_probe(f"http://127.0.0.1:{ports.toxiproxy}/version"),
+            stop_grace=5,
+        ),
+        "kafka": lambda: ProcessSpec(
+            "kafka",
+            (
+                str(tools.java_binary()),
+                *KAFKA_JVM_FLAGS,
+                f"-Dlog4j2.configurationFile={tools.KAFKA_LOG4J}",
+                "-cp",
+                tools.kafka_classpath(),
+                "kafka.Kafka",
+                str(cfg / "kafka.properties"),
+            ),
+            ports={
+                "bootstrap": ports.kafka,
+                "broker": ports.kafka_external,
+                "controller": ports.kafka_controller,
+            },
+            after=("toxiproxy",) if "toxiproxy" not in without else (),
+            probe=kafka_probe(
+                kafka_bootstrap
+                if "toxiproxy" not in without
+                else f"127.0.0.1:{ports.kafka_internal}"
+            ),
+            prepare=_kafka_format(paths),
+            on_ready=create_topics(kafka_bootstrap, topology.topics),
+            stop_grace=30,
+        ),
+        "jaeger": lambda: ProcessSpec(
+            "jaeger",
+            (str(tools.jaeger_binary()), "--config", str(cfg / "jaeger.yaml")),
+            env={"GOMAXPROCS": "2", "GOMEMLIMIT": "200MiB"},
+            ports={"query": ports.jaeger_query, "otlp_http": ports.jaeger_otlp_http},
+            probe=http_probe(f"http://127.0.0.1:{ports.jaeger_health}/status"),
+            stop_grace=10,
+        ),
+        "prometheus": lambda: ProcessSpec(
+            "prometheus",
+            (
+                str(tools.prometheus_binary()),
+                f"--config.file={cfg / 'prometheus.yaml'}",
+                f"--storage.tsdb.path={paths.data / 'prometheus'}",
+                "--storage.tsdb.retention.time=6h",
+                f"--web.listen-address=127.0.0.1:{ports.prometheus}",
+                "--web.enable-lifecycle",
+                "--log.format=json",
+            ),
+            env={"GOMAXPROCS": "2"},
+            ports={"http": ports.prometheus},
+            probe=http_probe(f"http://127.0.0.1:{ports.prometheus}/-/ready"),
+            stop_grace=15,
+        ),
+        "envoy": lambda: ProcessSpec(
+            "envoy",
+            (
+                str(tools.envoy_binary()),
+                "-c",
+                str(cfg / "envoy.yaml"),
+                "--concurrency",
+                "1",
+                "--use-dynamic-base-id",
+                "--log-level",
+                "warn",
+                "--drain-time-s",
+                "1",
+                "--parent-shutdown-time-s",
+                "2",
+            ),
+            ports={
+                "gateway": ports.gateway,
+                "admin": ports.envoy_admin,
+                **{f"mesh.{s.name}": ports.mesh(s) for s in topology.services},
+            },
+            probe=http_probe(f"http://127.0.0.1:{ports.envoy_admin}/ready"),
+            stop_grace=5,
+        ),
+    }
+    return [build() for name, build in specs.items() if name not in without]
+
+
+def service_env(topology: Topology, paths: StackPaths, name: str, replica: int) -> dict[str, str]:
+    """What every service replica is told about the stack (prefix ``MH_``)."""
+    ports = topology.ports
+    service = topology.service(name)
+    env = {
+        "MH_SERVICE": name,
+        "MH_REPLICA": f"{name}-{replica}",
+        "MH_PORT": str(ports.replica(service, replica)),
+        "MH_DATA_DIR": str(paths.data / name),
+        "MH_KAFKA_BOOTSTRAP": f"127.0.0.1:{ports.kafka}",
+        "MH_OTLP_ENDPOINT": f"http://127.0.0.1:{ports.jaeger_otlp_http}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for callee in service.calls:
+        env[f"MH_MESH_{callee.upper()}"] = (
+            f"http://127.0.0.1:{ports.mesh(topology.service(callee))}"
+        )
+    env.update(service.env)
+    return env
+
+
+def service_specs(
+    topology: Topology, paths: StackPaths, after: tuple[str, ...]
+) -> list[ProcessSpec]:
+    specs = []
+    for service in topology.services:
+        (paths.data / service.name).mkdir(parents=True, exist_ok=True)
+        for replica in range(1, service.replicas + 1):
+            port = topology.ports.replica(service, replica)
+            specs.append(
+                ProcessSpec(
+                    f"{service.name}-{replica}",
+                    tuple(service.argv(python=sys.executable, port=port, replica=replica)),
+                    role="service",
+                    env=service_env(topology, paths, service.name, replica),
+                    cwd=Path(tools.RUNTIME_DIR).parents[1],
+                    ports={"http": port},
+                    after=after,
+                    probe=http_probe(f"http://127.0.0.1:{port}{service.health_path}"),
+                    stop_grace=15,
+                )
+            )
+    return specs
+
+
+def build_specs(
+    topology: Topology, paths: StackPaths, settings: StackSettings
+) -> list[ProcessSpec]:
+    infra = infrastructure_specs(topology, paths, settings.without)
+    needed = tuple(s.name for s in infra if s.name in ("kafka", "jaeger"))
+    return infra + service_specs(topology, paths, needed)

@@ -1,0 +1,65 @@
+"""What the supervisor runs: a :class:`ProcessSpec` per process, and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+Probe = Callable[[], Awaitable[bool]]
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One supervised process. Plain data plus three optional async callables."""
+
+    name: str
+    argv: tuple[str, ...]
+    role: str = "infrastructure"
+    """``infrastructure`` or ``service``; services stop first and start last."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    ports: Mapping[str, int] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    """Names that must be ready before this process first starts."""
+    probe: Probe | None = None
+    """Readiness check; ``None`` means ready once started."""
+    prepare: Hook | None = None
+    """Runs before every start (e.g. format Kafka storage when it is missing)."""
+    on_ready: Hook | None = None
+    """Runs after every transition to ready (e.g. create Kafka topics)."""
+    stop_grace: float = 10.0
+    """Seconds between SIGTERM and SIGKILL on shutdown."""
+
+
+def http_probe(url: str, *, timeout: float = 1.0) -> Probe:
+    """Ready when ``url`` answers a 2xx."""
+
+    async def probe() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+                response = await client.get(url)
+        except httpx.HTTPError:
+            return False
+        return response.is_success
+
+    return probe
+
+
+def tcp_probe(port: int, host: str = "127.0.0.1", *, timeout: float = 1.0) -> Probe:
+    """Ready when a TCP connection to ``host:port`` succeeds."""
+
+    async def probe() -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    return probe

@@ -1,0 +1,222 @@
+"""The supervisor with real (tiny) processes: order, readiness, restarts, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from system.runtime.process import ProcessSpec
+from system.runtime.supervisor import Backoff, Supervisor, SupervisorError, stop_layers
+
+FAST = Backoff(initial=0.05, factor=2.0, maximum=0.2, stable_after=5.0)
+
+
+def python(code: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", code)
+
+
+def marker_probe(path: Path) -> Callable[[], asyncio.Future[bool]]:
+    async def probe() -> bool:
+        return path.exists()
+
+    return probe  # type: ignore[return-value]
+
+
+async def until(condition: Callable[[], bool], description: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {description}")
+        await asyncio.sleep(0.02)
+
+
+async def running(supervisor: Supervisor) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(supervisor.run())
+    try:
+        yield task
+    finally:
+        supervisor.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+def state(supervisor: Supervisor, name: str) -> dict:
+    return next(s for s in supervisor.snapshot() if s["name"] == name)
+
+
+SLEEPER = python("import time; time.sleep(60)")
+
+
+def test_backoff_doubles_up_to_its_maximum() -> None:
+    backoff = Backoff(initial=0.5, factor=2.0, maximum=3.0)
+    assert [backoff.delay(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_stop_layers_put_dependents_first_to_stop() -> None:
+    specs = [
+        ProcessSpec("svc", SLEEPER, after=("kafka", "jaeger")),
+        ProcessSpec("kafka", SLEEPER, after=("toxiproxy",)),
+        ProcessSpec("toxiproxy", SLEEPER),
+        ProcessSpec("jaeger", SLEEPER),
+    ]
+    assert stop_layers(specs) == [["toxiproxy", "jaeger"], ["kafka"], ["svc"]]
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (
+            [ProcessSpec("a", SLEEPER, after=("b",)), ProcessSpec("b", SLEEPER, after=("a",))],
+            "dependency cycle",
+        ),
+        ([ProcessSpec("a", SLEEPER, after=("ghost",))], "unknown process 'ghost'"),
+        ([ProcessSpec("a", SLEEPER), ProcessSpec("a", SLEEPER)], "unique"),
+    ],
+)
+def test_inconsistent_process_lists_are_refused(specs: list[ProcessSpec], message: str) -> None:
+    with pytest.raises(SupervisorError, match=message):
+        stop_layers(specs)
+
+
+@pytest.mark.asyncio
+async def test_a_process_starts_only_after_its_dependency_is_ready(tmp_path: Path) -> None:
+    ready_marker = tmp_path / "base-ready"
+    started_log = tmp_path / "started"
+    base = ProcessSpec(
+        "base",
+        python(
+            f"import time,pathlib; time.sleep(0.3); pathlib.Path({str(ready_marker)!r})"
+            ".touch(); time.sleep(60)"
+        ),
+        probe=marker_probe(ready_marker),
+    )
+    dependent = ProcessSpec(
+        "dependent",
+        python(
+            f"import os,time,pathlib; pathlib.Path({str(started_log)!r}).write_text("
+            f"str(os.path.exists({str(ready_marker)!r}))); time.sleep(60)"
+        ),
+        after=("base",),
+    )
+    supervisor = Supervisor([base, dependent], tmp_path / "logs", backoff=FAST, probe_interval=0.02)
+    async for _ in running(supervisor):
+        await until(lambda: supervisor.all_ready, "both ready")
+        assert started_log.read_text() == "True"
+
+
+@pytest.mark.asyncio
+async def test_a_crashing_process_is_restarted_with_backoff(tmp_path: Path) -> None:
+    crasher = ProcessSpec("crasher", python("import sys; sys.exit(3)"))
+    supervisor = Supervisor([crasher], tmp_path / "logs", backoff=FAST, probe_interval=0.02)
+    async for _ in running(supervisor):
+        await until(lambda: state(supervisor, "crasher")["restarts"] >= 3, "three restarts")
+        entry = state(supervisor, "crasher")
+        assert entry["last_exit"] == 3
+        assert entry["streak"] >= 3
+    log = (tmp_path / "logs" / "crasher.log").read_text()
+    assert log.count("=== ") >= 3, "each start is marked in the process log"
+
+
+@pytest.mark.asyncio
+async def test_a_killed_process_comes_back_with_a_new_pid(tmp_path: Path) -> None:
+    supervisor = Supervisor(
+        [ProcessSpec("pod", SLEEPER)], tmp_path / "logs", backoff=FAST, probe_interval=0.02
+    )
+    async for _ in running(supervisor):
+        await until(lambda: state(supervisor, "pod")["ready"], "pod ready")
+        first = state(supervisor, "pod")["pid"]
+        os.kill(first, signal.SIGKILL)
+        await until(
+            lambda first=first: state(supervisor, "pod")["pid"] not in (None, first), "a new pid"
+        )
+        assert state(supervisor, "pod")["restarts"] == 1
+        assert state(supervisor, "pod")["last_exit"] == -signal.SIGKILL
+        await until(lambda: state(supervisor, "pod")["ready"], "pod ready again")
+
+
+@pytest.mark.asyncio
+async def test_shutdown_kills_what_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:
+    stubborn = ProcessSpec(
+        "stubborn",
+        python(
+            "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('armed', flush=True); time.sleep(60)"
+        ),
+        stop_grace=0.5,
+    )
+    polite = ProcessSpec("polite", SLEEPER)
+    supervisor = Supervisor([stubborn, polite], tmp_path / "logs", probe_interval=0.02)
+    log = tmp_path / "logs" / "stubborn.log"
+    pids: list[int] = []
+    async for _ in running(supervisor):
+        await until(lambda: supervisor.all_ready and "armed" in log.read_text(), "armed")
+        pids = [s["pid"] for s in supervisor.snapshot()]
+        began = time.monotonic()
+    elapsed = time.monotonic() - began
+    assert 0.4 < elapsed < 5, f"shutdown took {elapsed:.2f}s"
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+    assert {s["phase"] for s in supervisor.snapshot()} == {"stopped"}
+    assert state(supervisor, "stubborn")["last_exit"] == -signal.SIGKILL
+    assert state(supervisor, "polite")["last_exit"] == -signal.SIGTERM
+
+
+@pytest.mark.asyncio
+async def test_shutdown_stops_dependents_before_their_dependencies(tmp_path: Path) -> None:
+    order = tmp_path / "order"
+
+    def recorder(name: str) -> tuple[str, ...]:
+        return python(
+            "import signal,sys,time\n"
+            f"def bye(*_):\n  open({str(order)!r},'a').write({name!r}+'\\n'); sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, bye)\n"
+            "while True: time.sleep(0.01)\n"
+        )
+
+    specs = [
+        ProcessSpec("db", recorder("db")),
+        ProcessSpec("api", recorder("api"), after=("db",)),
+        ProcessSpec("edge", recorder("edge"), after=("api",)),
+    ]
+    supervisor = Supervisor(specs, tmp_path / "logs", probe_interval=0.02)
+    async for _ in running(supervisor):
+        await until(lambda: supervisor.all_ready, "all ready")
+    assert order.read_text().split() == ["edge", "api", "db"]
+
+
+@pytest.mark.asyncio
+async def test_a_failing_prepare_counts_as_a_crash_and_is_retried(tmp_path: Path) -> None:
+    attempts: list[int] = []
+
+    async def prepare() -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("storage not formatted yet")
+
+    spec = ProcessSpec("kafkaish", SLEEPER, prepare=prepare)
+    supervisor = Supervisor([spec], tmp_path / "logs", backoff=FAST, probe_interval=0.02)
+    async for _ in running(supervisor):
+        await until(lambda: state(supervisor, "kafkaish")["ready"], "ready after retries")
+    assert len(attempts) == 3
+    assert state(supervisor, "kafkaish")["restarts"] == 2
+
+
+@pytest.mark.asyncio
+async def test_every_change_is_published(tmp_path: Path) -> None:
+    seen: list[bool] = []
+    supervisor = Supervisor(
+        [ProcessSpec("pod", SLEEPER)],
+        tmp_path / "logs",
+        probe_interval=0.02,
+        on_change=lambda s: seen.append(s.all_ready),
+    )
+    async for _ in running(supervisor):
+        await until(lambda: supervisor.all_ready, "ready")
+    assert seen[-1] is False
+    assert True in seen
