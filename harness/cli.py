@@ -210,3 +210,7 @@ def logs(ctx: Context, name: str, lines: int, follow: bool) -> None:
     except KeyboardInterrupt:
         tail.send_signal(signal.SIGTERM)
         tail.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -24,17 +24,37 @@ from system.runtime.state import StackSettings
 from system.runtime.topology import Topology
 
 INFRASTRUCTURE = ("toxiproxy", "kafka", "jaeger", "prometheus", "envoy")
-KAFKA_HEAP = "256m"
 KAFKA_JVM_FLAGS = (
-    f"-Xms{KAFKA_HEAP}",
-    f"-Xmx{KAFKA_HEAP}",
+    # measured: ~175 MiB resident after produce/consume, ready in ~2 s (345 MiB, ~4 s with
+    # the JVM's defaults); C1 only (TieredStopAtLevel=1) starts fastest on two cores
+    "-Xms32m",
+    "-Xmx192m",
     "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:ReservedCodeCacheSize=32m",
     "-XX:MaxMetaspaceSize=96m",
-    "-XX:ReservedCodeCacheSize=64m",
+    "-XX:MaxDirectMemorySize=64m",
     "-Xss512k",
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
+
+
+REQUIRED_TOOLS: dict[str, tuple[Callable[[], object], ...]] = {
+    "toxiproxy": (tools.toxiproxy_binary,),
+    "kafka": (tools.java_binary, tools.kafka_classpath),
+    "jaeger": (tools.jaeger_binary,),
+    "prometheus": (tools.prometheus_binary,),
+    "envoy": (tools.envoy_binary,),
+}
+
+
+def preflight(without: tuple[str, ...] = ()) -> None:
+    """Raise :class:`~system.runtime.tools.ToolMissing` for the first program not installed."""
+    for name, lookups in REQUIRED_TOOLS.items():
+        if name not in without:
+            for lookup in lookups:
+                lookup()
 
 
 def write_configs(topology: Topology, paths: StackPaths, settings: StackSettings) -> None:
@@ -168,7 +188,7 @@ def infrastructure_specs(
                 str(cfg / "envoy.yaml"),
                 "--concurrency",
                 "1",
-                "--use-dynamic-base-id",
+                "--disable-hot-restart",
                 "--log-level",
                 "warn",
                 "--drain-time-s",

@@ -18,11 +18,15 @@ from typing import Any
 
 import psutil
 
+from system.runtime.components import preflight
 from system.runtime.paths import PROJECT_ROOT, StackPaths
 from system.runtime.state import StackSettings, read_state
+from system.runtime.tools import ToolMissing
 from system.runtime.topology import Topology
 
 DAEMON_MODULE = "system.runtime.daemon"
+_launched: dict[int, subprocess.Popen[bytes]] = {}
+"""Supervisors this process launched, kept so they can be reaped (no zombie, no warning)."""
 
 
 class StackError(RuntimeError):
@@ -75,6 +79,10 @@ def start(paths: StackPaths, settings: StackSettings, *, detached: bool = True) 
     if supervisor_pid(paths) is not None:
         raise StackError(f"stack {settings.name!r} is already running: `harness status`")
     topology = settings.topology()
+    try:
+        preflight(settings.without)
+    except ToolMissing as exc:
+        raise StackError(f"{exc} (or leave it out with --without)") from exc
     busy = busy_ports(topology)
     if busy:
         listed = ", ".join(f"{n}={p}" for n, p in list(busy.items())[:5])
@@ -94,6 +102,7 @@ def start(paths: StackPaths, settings: StackSettings, *, detached: bool = True) 
             cwd=PROJECT_ROOT,
             start_new_session=detached,
         )
+    _launched[proc.pid] = proc
     return proc.pid
 
 
@@ -127,6 +136,10 @@ def wait_ready(
 
 
 def _alive(pid: int) -> bool:
+    launched = _launched.get(pid)
+    if launched is not None and launched.poll() is not None:
+        del _launched[pid]
+        return False
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:

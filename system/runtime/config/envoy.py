@@ -111,6 +111,16 @@ def _hcm(
                             "use_remote_address": True,
                             "generate_request_id": True,
                             "preserve_external_request_id": True,
+                            "always_set_request_id_in_response": True,
+                            # keep a client's x-request-id byte for byte and never let it
+                            # decide trace sampling
+                            "request_id_extension": {
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
+                                    "pack_trace_reason": False,
+                                    "use_request_id_for_trace_sampling": False,
+                                }
+                            },
                             "tracing": _tracing(tracer, topology),
                             "access_log": _access_log(name),
                             "route_config": {
@@ -303,6 +313,17 @@ def envoy_config(topology: Topology) -> dict[str, Any]:
     return {
         "node": {"id": f"microharness-{topology.port_base}", "cluster": "microharness"},
         "admin": {"address": _address(ports.envoy_admin)},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 10_000,
+                    },
+                }
+            ]
+        },
         "layered_runtime": {
             "layers": [
                 {"name": "static", "static_layer": runtime_defaults(topology)},

@@ -1,0 +1,61 @@
+"""A local stack as a context manager: for the pytest fixtures and for scripts.
+
+It starts the supervisor detached, waits for readiness with a deadline, yields the
+state (ports, pids) and always stops the stack, even when the body raises.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from system.runtime import control
+from system.runtime.paths import StackPaths
+from system.runtime.state import StackSettings
+from system.runtime.topology import PORT_SPAN, load_topology
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports: a stack must avoid it,
+    or a client's socket may take one of its ports first."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def candidate_bases() -> list[int]:
+    low, high = _ephemeral_range()
+    bases = range(10 * PORT_SPAN, 65535 - PORT_SPAN, PORT_SPAN)
+    return [
+        b for b in bases if (b + PORT_SPAN - 1 < low or b > high) and b != load_topology().port_base
+    ]
+
+
+def free_port_base(
+    settings: StackSettings, *, exclude: Collection[int] = (), tries: int = 40
+) -> int:
+    """A port base outside the ephemeral range whose every port is free (throw-away stacks)."""
+    rng = random.Random()  # noqa: S311 - picking ports, not secrets
+    bases = [b for b in candidate_bases() if b not in exclude]
+    for _ in range(tries):
+        base = rng.choice(bases)
+        topology = StackSettings(**{**settings.__dict__, "port_base": base}).topology()
+        if not control.busy_ports(topology):
+            return base
+    raise control.StackError(f"no free port span of {PORT_SPAN} found in {tries} tries")
+
+
+@contextmanager
+def local_stack(
+    paths: StackPaths, settings: StackSettings, *, timeout: float = 180.0
+) -> Iterator[dict[str, Any]]:
+    pid = control.start(paths, settings)
+    try:
+        yield control.wait_ready(paths, pid, timeout=timeout)
+    finally:
+        control.stop(paths)

@@ -1,0 +1,68 @@
+"""A real local stack for the runtime's integration tests, on ports nobody else uses.
+
+Two services, ``alpha`` (2 replicas) and ``beta``, are the small real upstream in
+``upstream.py``; the gateway's per-client rate limit is low so a burst can exceed it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.localstack import free_port_base, local_stack
+from system.runtime.paths import StackPaths
+from system.runtime.state import StackSettings
+
+UPSTREAM = Path(__file__).with_name("upstream.py")
+TEST_TOPIC = "runtime.test"
+
+
+def write_topology(folder: Path) -> Path:
+    command = json.dumps(
+        ["{python}", str(UPSTREAM), "--port", "{port}", "--name", "{service}-{replica}"]
+    )
+    path = folder / "topology.toml"
+    path.write_text(
+        f"""
+port_base = 30000
+[gateway]
+client_rps = 5
+shared_rps = 1000
+max_request_bytes = 4096
+timeout_s = 5.0
+[kafka.topics]
+"{TEST_TOPIC}" = 3
+[services.alpha]
+replicas = 2
+command = {command}
+health_path = "/health/ready"
+[services.beta]
+command = {command}
+calls = ["alpha"]
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack_paths(tmp_path_factory: pytest.TempPathFactory) -> StackPaths:
+    home = tmp_path_factory.mktemp("harness-home")
+    return StackPaths.for_stack("itest", home)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    stack_paths: StackPaths, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """The running stack's state: ``ports``, ``processes`` (pids), ``port_base``."""
+    topology_file = write_topology(tmp_path_factory.mktemp("topology"))
+    settings = StackSettings(name="itest", topology_file=str(topology_file))
+    settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
+    with local_stack(stack_paths, settings) as state:
+        print(f"stack up at port base {state['port_base']}", file=sys.stderr)
+        yield state
