@@ -6,6 +6,7 @@ state (ports, pids) and always stops the stack, even when the body raises.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -36,12 +37,21 @@ def candidate_bases() -> list[int]:
     ]
 
 
+def _xdist_partition() -> tuple[int, int]:
+    """(this worker's index, worker count) under pytest-xdist, else (0, 1): parallel
+    workers draw from disjoint sets of bases, so two never pick the same one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return int(worker.removeprefix("gw") or 0) % max(count, 1), max(count, 1)
+
+
 def free_port_base(
     settings: StackSettings, *, exclude: Collection[int] = (), tries: int = 40
 ) -> int:
     """A port base outside the ephemeral range whose every port is free (throw-away stacks)."""
     rng = random.Random()  # noqa: S311 - picking ports, not secrets
-    bases = [b for b in candidate_bases() if b not in exclude]
+    index, count = _xdist_partition()
+    bases = [b for i, b in enumerate(candidate_bases()) if i % count == index and b not in exclude]
     for _ in range(tries):
         base = rng.choice(bases)
         topology = StackSettings(**{**settings.__dict__, "port_base": base}).topology()
