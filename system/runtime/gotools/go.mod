@@ -1,6 +1,6 @@
 module microharness/gotools
 
-go 1.26
+go 1.24.6
 
 tool (
 	github.com/Shopify/toxiproxy/v2/cmd/server
