@@ -11,8 +11,9 @@ from pathlib import Path
 
 import yaml
 
+from system.chassis.keys import KeyFiles
 from system.runtime import tools
-from system.runtime.config.envoy import envoy_config
+from system.runtime.config.envoy import JWT_AUDIENCE, JWT_ISSUER, envoy_config
 from system.runtime.config.jaeger import jaeger_config
 from system.runtime.config.kafka import kafka_properties, render_properties
 from system.runtime.config.prometheus import prometheus_config
@@ -61,7 +62,11 @@ def write_configs(topology: Topology, paths: StackPaths, settings: StackSettings
     """Generate every component's config file under the stack's ``config/`` folder."""
     cfg = paths.config
     cfg.mkdir(parents=True, exist_ok=True)
-    (cfg / "envoy.yaml").write_text(yaml.safe_dump(envoy_config(topology), sort_keys=False))
+    if topology.token_issuer is not None:
+        jwt_keys(paths).ensure()
+    (cfg / "envoy.yaml").write_text(
+        yaml.safe_dump(envoy_config(topology, jwks_file=jwt_keys(paths).jwks), sort_keys=False)
+    )
     (cfg / "jaeger.yaml").write_text(yaml.safe_dump(jaeger_config(topology), sort_keys=False))
     (cfg / "prometheus.yaml").write_text(
         yaml.safe_dump(prometheus_config(topology), sort_keys=False)
@@ -208,23 +213,36 @@ def infrastructure_specs(
     return [build() for name, build in specs.items() if name not in without]
 
 
+def jwt_keys(paths: StackPaths) -> KeyFiles:
+    """The stack's token key pair and JWKS, made on first start (never committed)."""
+    return KeyFiles(paths.data / "jwt")
+
+
 def service_env(topology: Topology, paths: StackPaths, name: str, replica: int) -> dict[str, str]:
-    """What every service replica is told about the stack (prefix ``MH_``)."""
+    """What a replica is told about the stack, under its own prefix (``PRODUCTS_PORT``...),
+    read by its typed settings (:class:`system.chassis.settings.ServiceSettings`)."""
     ports = topology.ports
     service = topology.service(name)
-    env = {
-        "MH_SERVICE": name,
-        "MH_REPLICA": f"{name}-{replica}",
-        "MH_PORT": str(ports.replica(service, replica)),
-        "MH_DATA_DIR": str(paths.data / name),
-        "MH_KAFKA_BOOTSTRAP": f"127.0.0.1:{ports.kafka}",
-        "MH_OTLP_ENDPOINT": f"http://127.0.0.1:{ports.jaeger_otlp_http}",
-        "PYTHONUNBUFFERED": "1",
+    keys = jwt_keys(paths)
+    values = {
+        "REPLICA": f"{name}-{replica}",
+        "PORT": str(ports.replica(service, replica)),
+        "DATA_DIR": str(paths.data / name),
+        "KAFKA_BOOTSTRAP": f"127.0.0.1:{ports.kafka}",
+        "OTLP_ENDPOINT": f"http://127.0.0.1:{ports.jaeger_otlp_http}",
+        "MESH": json.dumps(
+            {c: f"http://127.0.0.1:{ports.mesh(topology.service(c))}" for c in service.calls}
+        ),
     }
-    for callee in service.calls:
-        env[f"MH_MESH_{callee.upper()}"] = (
-            f"http://127.0.0.1:{ports.mesh(topology.service(callee))}"
-        )
+    if topology.token_issuer is not None:
+        values["JWT_PUBLIC_KEY_FILE"] = str(keys.public)
+        values["JWT_ISSUER"] = JWT_ISSUER
+        values["JWT_AUDIENCE"] = JWT_AUDIENCE
+    if service.issues_tokens:
+        values["JWT_PRIVATE_KEY_FILE"] = str(keys.private)
+    prefix = f"{name.upper()}_"
+    env = {f"{prefix}{key}": value for key, value in values.items()}
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(service.env)
     return env
 

@@ -76,14 +76,16 @@ class ServiceDef:
     health_path: str = "/health/ready"
     calls: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    public_paths: tuple[str, ...] = ()
+    """Paths (after ``/api/v1/<name>``) the gateway lets through without a token."""
+    issues_tokens: bool = False
+    """This service signs the stack's JWTs: it gets the private key, the gateway the JWKS."""
 
     def argv(self, *, python: str, port: int, replica: int) -> list[str]:
         template = self.command or (
             "{python}",
             "-m",
             f"system.services.{self.name}",
-            "--port",
-            "{port}",
         )
         values = {"python": python, "port": port, "service": self.name, "replica": replica}
         return [part.format(**values) for part in template]
@@ -132,6 +134,10 @@ class Topology:
         return Ports.from_base(self.port_base)
 
     @property
+    def token_issuer(self) -> ServiceDef | None:
+        return next((s for s in self.services if s.issues_tokens), None)
+
+    @property
     def proxies(self) -> tuple[Proxy, ...]:
         return (Proxy("kafka", self.ports.kafka, self.ports.kafka_external),)
 
@@ -174,6 +180,8 @@ class Topology:
         if len(self.services) > MAX_SERVICES:
             raise TopologyError(f"at most {MAX_SERVICES} services fit in one port span")
         names = {s.name for s in self.services}
+        if sum(s.issues_tokens for s in self.services) > 1:
+            raise TopologyError("at most one service may have issues_tokens = true")
         if len(names) != len(self.services):
             raise TopologyError("service names must be unique")
         for s in self.services:
@@ -206,6 +214,8 @@ def parse_topology(data: Mapping[str, Any]) -> Topology:
                 health_path=str(spec.get("health_path", "/health/ready")),
                 calls=tuple(spec.get("calls", ())),
                 env=dict(spec.get("env", {})),
+                public_paths=tuple(spec.get("public_paths", ())),
+                issues_tokens=bool(spec.get("issues_tokens", False)),
             )
             for index, (name, spec) in enumerate(data.get("services", {}).items())
         )

@@ -169,3 +169,36 @@ def test_jaeger_binds_every_listener_to_this_stacks_ports(shop: Topology) -> Non
     assert endpoints == [f"127.0.0.1:{p}" for p in (40005, 40006, 40003, 40004, 40007)]
     reader = config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]
     assert reader["prometheus"] == {"host": "127.0.0.1", "port": 40008}
+
+
+def test_the_gateway_checks_tokens_except_on_public_paths(tmp_path: Path) -> None:
+    topology = parse_topology(
+        {
+            "services": {
+                "users": {"issues_tokens": True, "public_paths": ["/login", "/register"]},
+                "products": {},
+            }
+        }
+    )
+    gateway = hcm(listeners(envoy_config(topology, jwks_file=tmp_path / "jwks.json"))["gateway"])
+    jwt = gateway["http_filters"][0]
+    assert jwt["name"] == "envoy.filters.http.jwt_authn"
+    provider = jwt["typed_config"]["providers"]["users"]
+    assert provider["local_jwks"] == {"filename": str(tmp_path / "jwks.json")}
+    assert provider["claim_to_headers"] == [{"header_name": "x-client-id", "claim_name": "sub"}]
+    rules = jwt["typed_config"]["rules"]
+    assert rules == [
+        {"match": {"prefix": "/api/v1/users/login"}},
+        {"match": {"prefix": "/api/v1/users/register"}},
+        {"match": {"prefix": "/api/v1/"}, "requires": {"provider_name": "users"}},
+    ]
+    assert gateway["local_reply_config"]["body_format"]["content_type"] == (
+        "application/problem+json"
+    )
+
+
+def test_without_a_token_issuer_the_gateway_has_no_token_check(
+    shop: Topology, tmp_path: Path
+) -> None:
+    gateway = hcm(listeners(envoy_config(shop, jwks_file=tmp_path / "jwks.json"))["gateway"])
+    assert "envoy.filters.http.jwt_authn" not in [f["name"] for f in gateway["http_filters"]]

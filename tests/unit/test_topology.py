@@ -94,10 +94,4 @@ def test_service_argv_fills_the_template() -> None:
     echo = topology.service("echo")
     assert echo.argv(python="py", port=7, replica=2) == ["py", "-m", "x", "--port=7", "2"]
     default = parse_topology({"services": {"users": {}}}).service("users")
-    assert default.argv(python="py", port=9, replica=1) == [
-        "py",
-        "-m",
-        "system.services.users",
-        "--port",
-        "9",
-    ]
+    assert default.argv(python="py", port=9, replica=1) == ["py", "-m", "system.services.users"]

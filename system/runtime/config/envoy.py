@@ -13,9 +13,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from system.runtime.topology import ServiceDef, Topology
+
+JWT_ISSUER = "microharness-users"
+JWT_AUDIENCE = "microharness"
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _ROUTER = {
@@ -122,6 +126,7 @@ def _hcm(
                                 }
                             },
                             "tracing": _tracing(tracer, topology),
+                            "local_reply_config": _problem_replies(),
                             "access_log": _access_log(name),
                             "route_config": {
                                 "name": f"{name}_routes",
@@ -138,7 +143,50 @@ def _hcm(
     }
 
 
-def _gateway(topology: Topology) -> dict[str, Any]:
+def _problem_replies() -> dict[str, Any]:
+    """Envoy's own replies (401, 413, 429, fault aborts) as RFC 9457 problem details."""
+    return {
+        "body_format": {
+            "json_format": {
+                "type": "about:blank",
+                "title": "%RESPONSE_CODE_DETAILS%",
+                "status": "%RESPONSE_CODE%",
+                "detail": "%LOCAL_REPLY_BODY%",
+            },
+            "content_type": "application/problem+json",
+        }
+    }
+
+
+def _jwt_authn(topology: Topology, jwks_file: Path) -> dict[str, Any]:
+    """Require a valid token on every route but the public ones; the token's subject
+    becomes ``x-client-id``, the key of the per-client rate limit."""
+    rules: list[dict[str, Any]] = [
+        {"match": {"prefix": f"/api/v1/{s.name}{path}"}}
+        for s in topology.services
+        for path in s.public_paths
+    ]
+    rules.append({"match": {"prefix": "/api/v1/"}, "requires": {"provider_name": "users"}})
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {
+                "users": {
+                    "issuer": JWT_ISSUER,
+                    "audiences": [JWT_AUDIENCE],
+                    "local_jwks": {"filename": str(jwks_file)},
+                    "forward": True,
+                    "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
+                    "claim_to_headers": [{"header_name": "x-client-id", "claim_name": "sub"}],
+                }
+            },
+            "rules": rules,
+        },
+    }
+
+
+def _gateway(topology: Topology, jwks_file: Path | None) -> dict[str, Any]:
     policy = topology.gateway
     retry = {
         "retry_on": "connect-failure,refused-stream,reset,5xx",
@@ -165,6 +213,7 @@ def _gateway(topology: Topology) -> dict[str, Any]:
         return {"max_tokens": rps, "tokens_per_fill": rps, "fill_interval": "1s"}
 
     filters = [
+        *([_jwt_authn(topology, jwks_file)] if jwks_file and topology.token_issuer else []),
         {
             "name": "envoy.filters.http.local_ratelimit",
             "typed_config": {
@@ -297,7 +346,7 @@ def runtime_defaults(topology: Topology) -> dict[str, int]:
     return layer
 
 
-def envoy_config(topology: Topology) -> dict[str, Any]:
+def envoy_config(topology: Topology, *, jwks_file: Path | None = None) -> dict[str, Any]:
     ports = topology.ports
     otel = {
         "name": OTEL_CLUSTER,
@@ -331,7 +380,10 @@ def envoy_config(topology: Topology) -> dict[str, Any]:
             ]
         },
         "static_resources": {
-            "listeners": [_gateway(topology), *(_mesh(topology, s) for s in topology.services)],
+            "listeners": [
+                _gateway(topology, jwks_file),
+                *(_mesh(topology, s) for s in topology.services),
+            ],
             "clusters": [*(_cluster(topology, s) for s in topology.services), otel],
         },
     }

@@ -1,0 +1,71 @@
+"""Typed settings, read once from a service's prefixed environment variables.
+
+Every service subclasses :class:`ServiceSettings` with its own ``env_prefix`` (for
+example ``PRODUCTS_``), so ``PRODUCTS_DATABASE_URL`` configures products and nothing
+else. :func:`load_settings` turns a bad value into one line naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound="ServiceSettings")
+
+
+class SettingsError(SystemExit):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class ServiceSettings(BaseSettings):
+    """What every service is told; env var = prefix + field name in upper case."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVICE_", extra="ignore", frozen=True)
+
+    name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    replica: str = ""
+    data_dir: Path = Path(".harness/dev")
+    database_url: str | None = None
+    """SQLAlchemy async URL; default: a SQLite file ``<data_dir>/<name>.db``."""
+    database_pool_size: int = Field(10, ge=1, le=200)
+    kafka_bootstrap: str | None = None
+    """``host:port`` of Kafka; unset means events are kept in the outbox, not relayed."""
+    otlp_endpoint: str | None = None
+    """Base URL of an OTLP/HTTP collector (Jaeger); unset means no span export."""
+    jwt_public_key_file: Path | None = None
+    jwt_issuer: str = "microharness-users"
+    jwt_audience: str = "microharness"
+    mesh: dict[str, str] = Field(default_factory=dict)
+    """Upstream service name → base URL of its Envoy mesh listener (JSON in the env)."""
+    mesh_timeout_s: float = Field(2.0, gt=0)
+    mesh_retries: int = Field(2, ge=0, le=5)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / f'{self.name}.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database.startswith("sqlite")
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read ``cls`` from the environment, failing fast with the variable's name."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = cls.model_config.get("env_prefix", "")
+        problems = "; ".join(
+            f"{prefix}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings for {cls.__name__}: {problems}") from None
