@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -274,6 +275,12 @@ def service_specs(
 def build_specs(
     topology: Topology, paths: StackPaths, settings: StackSettings
 ) -> list[ProcessSpec]:
+    """Infrastructure first, then the services; Envoy last, once every replica is ready,
+    so that its first active health checks already find them (like an ingress that routes
+    only to ready pods)."""
     infra = infrastructure_specs(topology, paths, settings.without)
     needed = tuple(s.name for s in infra if s.name in ("kafka", "jaeger"))
-    return infra + service_specs(topology, paths, needed)
+    services = service_specs(topology, paths, needed)
+    replicas = tuple(s.name for s in services)
+    ordered = [replace(s, after=(*s.after, *replicas)) if s.name == "envoy" else s for s in infra]
+    return ordered + services

@@ -1,0 +1,151 @@
+"""``create_app``: one Litestar app per service, assembled the same way for all of them.
+
+A service hands over its typed settings and a :class:`ServiceParts` (its routes, public
+paths and event handlers); the chassis adds the database, tracing, metrics, problem
+details, JWT checks, health checks, the mesh client and the Kafka outbox relay and inbox
+consumer, and tears them down in order on shutdown (in-flight requests finish first:
+the server drains before the lifespan ends; then the outbox is flushed and spans are
+exported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from advanced_alchemy.base import orm_registry
+from advanced_alchemy.extensions.litestar import (
+    AsyncSessionConfig,
+    SQLAlchemyAsyncConfig,
+    SQLAlchemyPlugin,
+)
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.types import ControllerRouterHandler
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from system.chassis.auth import jwt_auth
+from system.chassis.db import create_engine
+from system.chassis.events import EventHandler, EventRuntime
+from system.chassis.health import HealthController, database_check
+from system.chassis.outbound import MeshClient
+from system.chassis.problems import problem_details_plugin, unexpected_error
+from system.chassis.settings import ServiceSettings
+from system.chassis.telemetry import configure_logging, tracer_provider
+
+Hook = Callable[[Litestar], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServiceParts:
+    """What a service adds to the chassis."""
+
+    route_handlers: Sequence[ControllerRouterHandler]
+    public_paths: Sequence[str] = ()
+    """Path prefixes reachable without a token (e.g. register, login, JWKS)."""
+    event_handlers: Mapping[str, EventHandler] = field(default_factory=dict)
+    """Event type → handler, run exactly once per event through the inbox."""
+    dependencies: Mapping[str, Provide] = field(default_factory=dict)
+    on_startup: Sequence[Hook] = ()
+    version: str = "1.0.0"
+    description: str = ""
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
+
+
+def create_app(settings: ServiceSettings, parts: ServiceParts) -> Litestar:
+    configure_logging(settings)
+    engine = create_engine(settings)
+    provider = tracer_provider(settings)
+    sql_tracing = SQLAlchemyInstrumentor()
+    sql_tracing.instrument(engine=engine.sync_engine, tracer_provider=provider)
+    session_maker = async_sessionmaker(engine, expire_on_commit=False)
+    alchemy = SQLAlchemyAsyncConfig(
+        engine_instance=engine,
+        session_maker=session_maker,
+        before_send_handler="autocommit",
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+    )
+    events = EventRuntime(settings, session_maker, parts.event_handlers, tracer_provider=provider)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with engine.begin() as conn:
+            await conn.run_sync(orm_registry.metadata.create_all)
+        mesh = MeshClient(
+            settings.mesh,
+            timeout=settings.mesh_timeout_s,
+            retries=settings.mesh_retries,
+            tracer_provider=provider,
+        )
+        app.state.mesh = mesh
+        for hook in parts.on_startup:
+            await hook(app)
+        await events.start()
+        try:
+            yield
+        finally:
+            await events.stop()
+            await mesh.aclose()
+            provider.shutdown()
+            sql_tracing.uninstrument()
+            await engine.dispose()
+
+    auth = jwt_auth(settings, parts.public_paths) if settings.jwt_public_key_file else None
+    observability = ["/health", "/metrics", "/schema"]
+    return Litestar(
+        route_handlers=[*parts.route_handlers, HealthController, MetricsController],
+        dependencies={
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            "mesh": Provide(_mesh, sync_to_thread=False),
+            **parts.dependencies,
+        },
+        plugins=[
+            SQLAlchemyPlugin(alchemy),
+            problem_details_plugin(),
+            OpenTelemetryPlugin(
+                OpenTelemetryConfig(tracer_provider=provider, exclude=observability)
+            ),
+        ],
+        middleware=[
+            PrometheusConfig(
+                app_name=settings.name,
+                prefix="http",
+                group_path=True,
+                exclude=observability,
+            ).middleware
+        ],
+        on_app_init=[auth.on_app_init] if auth else [],
+        exception_handlers={Exception: unexpected_error},
+        lifespan=[lifespan],
+        state=State(
+            {
+                "settings": settings,
+                "events": events,
+                "ready_checks": {"database": database_check(engine), **events.ready_checks()},
+            }
+        ),
+        openapi_config=OpenAPIConfig(
+            title=settings.name,
+            version=parts.version,
+            description=parts.description,
+            path="/schema",
+        ),
+    )
+
+
+def _mesh(state: State) -> MeshClient:
+    mesh: MeshClient = state.mesh
+    return mesh
+
+
+__all__ = ["ServiceParts", "create_app"]

@@ -1,0 +1,13 @@
+"""The dependencies the chassis injects into route handlers, declared explicitly
+(Litestar 3 drops inferred dependencies)."""
+
+from __future__ import annotations
+
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from system.chassis.outbound import MeshClient
+
+DbSession = NamedDependency[AsyncSession]
+"""The request's transaction: committed after a 2xx/3xx response, else rolled back."""
+Mesh = NamedDependency[MeshClient]

@@ -1,0 +1,75 @@
+"""A service's event plumbing: the outbox relay and, if it handles events, the inbox
+consumer, started and stopped with the app. Without Kafka settings, staged events wait
+in the outbox (nothing is lost) and nothing is consumed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from system.chassis.health import ReadyCheck
+from system.chassis.inbox import EventConsumer, Handler
+from system.chassis.outbox import OutboxRelay
+from system.chassis.settings import ServiceSettings
+from system.events.schemas import topic_for
+
+EventHandler = Handler
+
+
+class EventRuntime:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        session_maker: async_sessionmaker[AsyncSession],
+        handlers: Mapping[str, EventHandler],
+        *,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self.session_maker = session_maker
+        bootstrap = settings.kafka_bootstrap
+        self.relay = (
+            OutboxRelay(session_maker, bootstrap, tracer_provider=tracer_provider)
+            if bootstrap
+            else None
+        )
+        self.consumer = (
+            EventConsumer(
+                session_maker,
+                bootstrap,
+                group_id=settings.name,
+                topics=sorted({topic_for(t) for t in handlers}),
+                handlers=handlers,
+                tracer_provider=tracer_provider,
+            )
+            if bootstrap and handlers
+            else None
+        )
+
+    async def start(self) -> None:
+        if self.relay is not None:
+            await self.relay.start()
+        if self.consumer is not None:
+            await self.consumer.start()
+
+    async def stop(self) -> None:
+        """Consumer first (its handlers may stage events), then flush the outbox."""
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.relay is not None:
+            await self.relay.stop(flush=True)
+
+    def ready_checks(self) -> dict[str, ReadyCheck]:
+        relay = self.relay
+        if relay is None:
+            return {}
+
+        async def kafka() -> str | None:
+            if not relay.running:
+                return "kafka: the outbox relay is not running"
+            if relay.last_error is not None:
+                return f"kafka: {relay.last_error.__class__.__name__}"
+            return None
+
+        return {"kafka": kafka}

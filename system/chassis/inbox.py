@@ -1,0 +1,446 @@
+"""The inbox: consume events so that at-least-once delivery has exactly-once effects.
+
+:class:`EventConsumer` reads whole topics with aiokafka (manual offset commits, from the
+earliest offset for a new group). For every message, in ONE database transaction, it
+inserts an :class:`InboxEntry` ``(consumer, event_id)`` and runs the handler registered
+for the event's type; the Kafka offset is committed only after that transaction commits.
+A redelivered event finds its inbox row and its handler is skipped.
+
+Choices:
+
+* **Undecodable or unknown messages** (bad JSON, unregistered type or version) are
+  logged, counted in ``inbox_rejected_total`` and skipped: retrying cannot fix them, and
+  one bad message must not stop a partition.
+* **Types without a handler** are acknowledged without touching the database (services
+  subscribe to whole topics and use a few types of each).
+* **A failing handler** is rolled back and retried in place, with exponential backoff,
+  up to ``max_attempts`` times; this blocks the partition meanwhile, which keeps events of
+  one key in order. After the last attempt the message is logged, counted in
+  ``inbox_failed_total`` and skipped *without* an inbox row (so a deliberate replay can
+  still apply it). There is no dead-letter topic: the failure is visible in the logs, the
+  metric and the CONSUMER span's error status.
+* **Offsets** are committed per partition after each fetched batch, never past a
+  message whose transaction has not committed. A crash or rebalance in between means a
+  redelivery, which the inbox absorbs. On stop, the message being processed finishes (or
+  its retries are abandoned and it is redelivered at the next start).
+* **Tracing**: the handler runs inside a CONSUMER span ``"<topic> process"`` whose parent
+  is the producer's span (W3C context from the Kafka headers), so events staged by the
+  handler continue the same trace.
+
+Handlers receive the open session and must not commit it; on SQLite they should not wait
+on the network either, since the engine's one connection is held meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from advanced_alchemy.base import DefaultBase
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from sqlalchemy import String
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from system.events import Event, EventError, decode
+
+__all__ = [
+    "ConsumerRecordLike",
+    "EventConsumer",
+    "Handler",
+    "InboxEntry",
+    "Outcome",
+]
+
+log = logging.getLogger("system.chassis.inbox")
+
+TRACER_NAME = "system.chassis.inbox"
+
+Handler = Callable[[AsyncSession, Event[Any]], Awaitable[None]]
+"""``async def handle(session, event) -> None``: apply the event's effects in ``session``."""
+
+
+class InboxEntry(DefaultBase):
+    """An event a consumer has processed: its effects committed with this row."""
+
+    __tablename__ = "inbox"
+
+    consumer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_id: Mapped[UUID] = mapped_column(primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    processed_at: Mapped[datetime]
+
+
+class ConsumerRecordLike(Protocol):
+    """The fields of :class:`aiokafka.structs.ConsumerRecord` the consumer reads."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+class Outcome(enum.StrEnum):
+    """What :meth:`EventConsumer.process` did with one message."""
+
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    UNHANDLED = "unhandled"
+    """No handler for the type: acknowledged and skipped."""
+    REJECTED = "rejected"
+    """Undecodable, or an unknown type/version: acknowledged and skipped."""
+    FAILED = "failed"
+    """The handler failed on every attempt: acknowledged and skipped."""
+    ABORTED = "aborted"
+    """The consumer was stopped during retries: not acknowledged (redelivered later)."""
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        labels = ["consumer", "event_type"]
+        self.processed = Counter(
+            "inbox_processed", "Events whose handler committed.", labels, registry=registry
+        )
+        self.duplicates = Counter(
+            "inbox_duplicates",
+            "Redelivered events skipped by the inbox.",
+            labels,
+            registry=registry,
+        )
+        self.failed = Counter(
+            "inbox_failed",
+            "Events skipped after the handler failed on every attempt.",
+            labels,
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "inbox_rejected",
+            "Messages skipped as undecodable or of an unknown type.",
+            ["consumer", "topic"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "inbox_consumer_lag",
+            "Messages behind the partition's high watermark after the last batch.",
+            ["consumer", "topic", "partition"],
+            registry=registry,
+        )
+
+
+_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
+
+
+def _metrics(registry: CollectorRegistry | None) -> _Metrics:
+    if registry is None:
+        return _Metrics(None)
+    if registry not in _METRICS:
+        _METRICS[registry] = _Metrics(registry)
+    return _METRICS[registry]
+
+
+_CLOSE_GRACE = 10.0
+"""Seconds a stopping consumer may spend leaving its group."""
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _carrier(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
+    return {name: value.decode("utf-8", "replace") for name, value in headers or () if value}
+
+
+class EventConsumer:
+    """Consume ``topics`` as ``group_id`` and apply ``handlers`` exactly once per event.
+
+    ``await consumer.start()`` returns at once (the background task connects, retrying
+    while Kafka is unreachable); ``await consumer.stop()`` finishes the message in hand.
+    :meth:`process` is the whole per-message logic, callable without Kafka.
+    """
+
+    def __init__(
+        self,
+        session_maker: async_sessionmaker[AsyncSession],
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        *,
+        name: str | None = None,
+        max_attempts: int = 5,
+        retry_backoff: float = 0.2,
+        max_retry_backoff: float = 5.0,
+        batch: int = 100,
+        tracer_provider: TracerProvider | None = None,
+        registry: CollectorRegistry | None = REGISTRY,
+        kafka_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._session_maker = session_maker
+        self._bootstrap = bootstrap
+        self.group_id = group_id
+        self.topics = tuple(topics)
+        self._handlers = dict(handlers)
+        self.name = name or group_id
+        """The inbox's ``consumer`` column: events are deduplicated per name."""
+        self._max_attempts = max_attempts
+        self._retry_backoff = retry_backoff
+        self._max_retry_backoff = max_retry_backoff
+        self._batch = batch
+        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+        self._metrics = _metrics(registry)
+        self._kafka_options = dict(kafka_options or {})
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._assigned = asyncio.Event()
+        self._consumer: Any = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name=f"event-consumer-{self.name}")
+
+    async def stop(self, *, grace: float = 10.0) -> None:
+        """Finish the message in hand (up to ``grace`` seconds), then leave the group."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        except TimeoutError:
+            log.warning("consumer %s did not stop within %.1fs; cancelling it", self.name, grace)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> EventConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def wait_assigned(self) -> None:
+        """Wait until the group gave this consumer partitions (bound it with a timeout)."""
+        await self._assigned.wait()
+
+    # -- the loop ------------------------------------------------------------------------
+    def _new_consumer(self) -> Any:
+        from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 - loaded when consuming
+
+        options: dict[str, Any] = {
+            "bootstrap_servers": self._bootstrap,
+            "group_id": self.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "client_id": f"{self.name}-consumer",
+        }
+        options.update(self._kafka_options)
+        return AIOKafkaConsumer(*self.topics, **options)
+
+    async def _connect(self) -> Any:
+        backoff = self._retry_backoff
+        while not self._stopping.is_set():
+            consumer = self._new_consumer()
+            try:
+                await consumer.start()
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                log.warning("consumer %s: cannot reach Kafka (%s); retrying", self.name, exc)
+                await self._pause(random.uniform(backoff / 2, backoff))  # noqa: S311
+                backoff = min(backoff * 2, self._max_retry_backoff)
+                continue
+            return consumer
+        return None
+
+    async def _pause(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; ``False`` if the consumer is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        return not self._stopping.is_set()
+
+    async def _run(self) -> None:
+        self._consumer = consumer = await self._connect()
+        if consumer is None:
+            return
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batches = await consumer.getmany(timeout_ms=200, max_records=self._batch)
+                except Exception:
+                    log.exception("consumer %s: fetch failed", self.name)
+                    await self._pause(self._retry_backoff)
+                    continue
+                if consumer.assignment():
+                    self._assigned.set()
+                for tp, records in batches.items():
+                    await self._consume_partition(consumer, tp, records)
+                    if self._stopping.is_set():
+                        break
+        finally:
+            self._consumer = None
+            try:
+                await asyncio.wait_for(consumer.stop(), _CLOSE_GRACE)
+            except Exception as exc:  # Kafka gone: leaving the group cannot complete
+                log.warning("consumer %s: closing the Kafka consumer failed: %r", self.name, exc)
+
+    async def _consume_partition(self, consumer: Any, tp: Any, records: Sequence[Any]) -> None:
+        done: int | None = None
+        for record in records:
+            if self._stopping.is_set():
+                break
+            if await self.process(record) is Outcome.ABORTED:
+                break
+            done = record.offset
+        if done is None:
+            return
+        try:
+            await consumer.commit({tp: done + 1})
+        except Exception as exc:  # e.g. revoked in a rebalance: redelivery is absorbed
+            log.warning("consumer %s: offset commit for %s failed: %s", self.name, tp, exc)
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            self._metrics.lag.labels(self.name, tp.topic, str(tp.partition)).set(
+                max(0, highwater - done - 1)
+            )
+
+    # -- one message ---------------------------------------------------------------------
+    async def process(self, record: ConsumerRecordLike) -> Outcome:
+        """Decode, deduplicate and handle one message in a CONSUMER span."""
+        headers = record.headers or ()
+        parent = propagate.extract(_carrier(headers))
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+            "messaging.consumer.group.name": self.group_id,
+        }
+        if record.key is not None:
+            attributes["messaging.kafka.message.key"] = record.key.decode("utf-8", "replace")
+        with self._tracer.start_as_current_span(
+            f"{record.topic} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                event = decode(record.value or b"")
+            except EventError as exc:
+                log.warning(
+                    "consumer %s: rejected %s[%d]@%d: %s",
+                    self.name,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc,
+                )
+                self._metrics.rejected.labels(self.name, record.topic).inc()
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                return self._done(span, Outcome.REJECTED)
+            span.set_attribute("messaging.message.id", str(event.id))
+            span.set_attribute("event.type", event.type)
+            span.set_attribute("event.version", event.version)
+            handler = self._handlers.get(event.type)
+            if handler is None:
+                return self._done(span, Outcome.UNHANDLED)
+            return await self._handle(span, event, handler)
+
+    def _done(self, span: Span, outcome: Outcome) -> Outcome:
+        span.set_attribute("inbox.outcome", outcome.value)
+        return outcome
+
+    async def _handle(self, span: Span, event: Event[Any], handler: Handler) -> Outcome:
+        backoff = self._retry_backoff
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                outcome = await self._apply(event, handler)
+            except Exception as exc:
+                span.record_exception(exc, attributes={"inbox.attempt": attempt})
+                if attempt == self._max_attempts:
+                    log.exception(
+                        "consumer %s: %s %s failed %d times; skipping it",
+                        self.name,
+                        event.type,
+                        event.id,
+                        attempt,
+                    )
+                    self._metrics.failed.labels(self.name, event.type).inc()
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                    return self._done(span, Outcome.FAILED)
+                log.warning(
+                    "consumer %s: %s %s failed (attempt %d/%d): %r",
+                    self.name,
+                    event.type,
+                    event.id,
+                    attempt,
+                    self._max_attempts,
+                    exc,
+                )
+                if not await self._pause(random.uniform(backoff / 2, backoff)):  # noqa: S311
+                    return self._done(span, Outcome.ABORTED)
+                backoff = min(backoff * 2, self._max_retry_backoff)
+                continue
+            counter = (
+                self._metrics.processed
+                if outcome is Outcome.PROCESSED
+                else self._metrics.duplicates
+            )
+            counter.labels(self.name, event.type).inc()
+            return self._done(span, outcome)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _apply(self, event: Event[Any], handler: Handler) -> Outcome:
+        """The inbox row and the handler's effects, in one transaction."""
+        try:
+            async with self._session_maker() as session, session.begin():
+                if await session.get(InboxEntry, (self.name, event.id)) is not None:
+                    raise _Duplicate
+                session.add(
+                    InboxEntry(
+                        consumer=self.name,
+                        event_id=event.id,
+                        event_type=event.type,
+                        processed_at=datetime.now(UTC),
+                    )
+                )
+                try:
+                    await session.flush()
+                except IntegrityError:  # another consumer inserted it meanwhile
+                    raise _Duplicate from None
+                await handler(session, event)
+        except _Duplicate:
+            return Outcome.DUPLICATE
+        return Outcome.PROCESSED

@@ -1,0 +1,609 @@
+"""The transactional outbox: events are rows written with the state change, then relayed.
+
+A service calls :func:`stage` inside the transaction that changes its state; the row
+commits or rolls back with it, so an event is published if and only if its state change
+happened. :class:`OutboxRelay` is the background task that sends unpublished rows to
+Kafka (idempotent producer, ``acks=all``) and marks them published.
+
+Guarantees and choices:
+
+* **At least once.** A row is marked published only after Kafka acknowledged it; a crash
+  between the two re-sends it, so consumers deduplicate by event id (the inbox).
+* **Order per key.** Rows are read in insertion order (``id``). Within a batch, sends go
+  out in *waves*: at most one in-flight message per key, so different keys are sent
+  concurrently and one key's messages strictly one after another. When a send fails, the
+  batch stops, the rows acknowledged so far are marked, and the rest stay for the next
+  attempt, which starts again at the oldest unpublished row: a later event of a key is
+  never sent before an earlier one was acknowledged. (Several relays on one database --
+  replicas sharing it -- may both send a row, never an earlier row after a later one.)
+* **Kafka unavailable.** An idempotent producer never fails a send by itself: it retries
+  until the broker is back. The relay bounds each send (``send_timeout``); when a send or
+  the producer's start fails, rows stay, the producer is closed (its stuck batches are
+  abandoned) and re-created -- the factory is called again -- after an exponential,
+  jittered backoff (``min_backoff`` .. ``max_backoff``). A send that timed out may still
+  have reached Kafka: it is sent again, which the inbox absorbs.
+* **Wake-up.** A commit of a session that staged events wakes every running relay of the
+  process (SQLAlchemy ``after_commit``); otherwise the relay polls every
+  ``poll_interval`` seconds, which also picks up rows of other processes.
+* **Tracing.** :func:`stage` captures the current OpenTelemetry context into the row; the
+  relay starts a PRODUCER span ``"<topic> publish"`` as its child and sends *that* span's
+  context in the Kafka headers, with ``event-type``, ``event-version`` and ``event-id``.
+* **Housekeeping.** Published rows older than ``retain_published`` seconds are deleted
+  every ``purge_interval`` seconds.
+
+Keep sessions short: on SQLite the engine has a single connection, and the relay never
+holds a session while it waits for Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from advanced_alchemy.base import BigIntBase
+from advanced_alchemy.types import JsonB
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import Index, LargeBinary, String, delete, func, select, text, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from system.events import Event, encode
+
+__all__ = [
+    "OutboxMessage",
+    "OutboxRelay",
+    "Producer",
+    "ProducerFactory",
+    "kafka_producer_factory",
+    "stage",
+]
+
+log = logging.getLogger("system.chassis.outbox")
+
+TRACER_NAME = "system.chassis.outbox"
+_STAGED = "system.outbox.staged"
+
+
+# -- the table ---------------------------------------------------------------------------
+class OutboxMessage(BigIntBase):
+    """One event waiting to be (or already) published; ``id`` orders the outbox."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index(
+            "ix_outbox_unpublished",
+            "id",
+            sqlite_where=text("published_at IS NULL"),
+            postgresql_where=text("published_at IS NULL"),
+        ),
+        Index("ix_outbox_published_at", "published_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    event_id: Mapped[str] = mapped_column(String(36))
+    topic: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(100))
+    event_version: Mapped[int]
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, str]] = mapped_column(JsonB, default=dict)
+    """Trace context (W3C ``traceparent``/``tracestate``, ``baggage``) at staging time."""
+    created_at: Mapped[datetime]
+    published_at: Mapped[datetime | None]
+
+
+def stage(session: AsyncSession | Session, event: Event[Any]) -> None:
+    """Add ``event`` to the outbox in ``session``'s transaction (commit publishes it).
+
+    The current OpenTelemetry context is captured now, so the publish span -- and every
+    consumer's span -- joins the trace of the code that staged the event.
+    """
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    session.add(
+        OutboxMessage(
+            event_id=str(event.id),
+            topic=event.topic,
+            key=event.key,
+            event_type=event.type,
+            event_version=event.version,
+            payload=encode(event),
+            headers=carrier,
+            created_at=datetime.now(UTC),
+            published_at=None,
+        )
+    )
+    session.info[_STAGED] = True
+
+
+_RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_STAGED, False):
+        for relay in list(_RELAYS):
+            relay.notify()
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_STAGED, None)
+
+
+sa_event.listen(Session, "after_commit", _after_commit)
+sa_event.listen(Session, "after_rollback", _after_rollback)
+
+
+# -- Kafka -------------------------------------------------------------------------------
+class Producer(Protocol):
+    """What the relay needs of :class:`aiokafka.AIOKafkaProducer`."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> Awaitable[Any]: ...
+
+
+ProducerFactory = Callable[[], Producer]
+"""Called in the relay's event loop each time it needs a new producer."""
+
+
+def kafka_producer_factory(
+    bootstrap: str, *, request_timeout_ms: int = 10_000, **options: Any
+) -> ProducerFactory:
+    """An idempotent ``acks=all`` :class:`~aiokafka.AIOKafkaProducer` for ``bootstrap``."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - loaded when a relay needs it
+
+    def factory() -> Producer:
+        producer: Producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=request_timeout_ms,
+            **options,
+        )
+        return producer
+
+    return factory
+
+
+# -- metrics -----------------------------------------------------------------------------
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.pending = Gauge(
+            "outbox_pending", "Outbox rows not yet published to Kafka.", registry=registry
+        )
+        self.published = Counter(
+            "outbox_published", "Events the outbox relay published.", ["topic"], registry=registry
+        )
+        self.failures = Counter(
+            "outbox_publish_failures", "Failed outbox relay attempts.", registry=registry
+        )
+        self.lag = Histogram(
+            "outbox_lag_seconds",
+            "Seconds from staging an event to Kafka acknowledging it.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
+
+
+_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
+
+
+def _metrics(registry: CollectorRegistry | None) -> _Metrics:
+    if registry is None:
+        return _Metrics(None)  # unregistered: counted, never exported
+    if registry not in _METRICS:
+        _METRICS[registry] = _Metrics(registry)
+    return _METRICS[registry]
+
+
+# -- the relay ---------------------------------------------------------------------------
+_ROW_COLUMNS = (
+    OutboxMessage.id,
+    OutboxMessage.event_id,
+    OutboxMessage.topic,
+    OutboxMessage.key,
+    OutboxMessage.event_type,
+    OutboxMessage.event_version,
+    OutboxMessage.payload,
+    OutboxMessage.headers,
+    OutboxMessage.created_at,
+)
+
+
+_CLOSE_GRACE = 2.0
+"""Seconds a producer's stop() may wait for in-flight sends before they are abandoned."""
+
+
+class _Abandoned(Exception):
+    """Set on sends the relay gave up on when it closed their producer."""
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a delivery's outcome as seen (the relay may have stopped awaiting it)."""
+    if not future.cancelled():
+        future.exception()
+
+
+class _PublishFailed(Exception):
+    """A send (or the producer's start) failed; ``acknowledged`` rows made it anyway."""
+
+    def __init__(self, cause: BaseException, acknowledged: Sequence[Any] = ()) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+        self.acknowledged = list(acknowledged)
+
+
+class OutboxRelay:
+    """Relay unpublished outbox rows to Kafka from a background task.
+
+    ``producer`` is a bootstrap address (``"host:port"``) or a :data:`ProducerFactory`.
+    Use ``await relay.start()`` in a service's startup and ``await relay.stop()`` in its
+    shutdown (it publishes what is pending, within ``timeout``); or ``async with relay``.
+    """
+
+    def __init__(
+        self,
+        session_maker: async_sessionmaker[AsyncSession],
+        producer: str | ProducerFactory,
+        *,
+        batch: int = 100,
+        poll_interval: float = 0.5,
+        min_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        send_timeout: float = 15.0,
+        retain_published: float = 600.0,
+        purge_interval: float = 60.0,
+        tracer_provider: TracerProvider | None = None,
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self._session_maker = session_maker
+        self._factory = kafka_producer_factory(producer) if isinstance(producer, str) else producer
+        self._batch = batch
+        self._poll_interval = poll_interval
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._send_timeout = send_timeout
+        self._retain = timedelta(seconds=retain_published)
+        self._purge_interval = purge_interval
+        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+        self._metrics = _metrics(registry)
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._flush_on_stop = True
+        self._deadline = 0.0
+        self._producer: Producer | None = None
+        self._cycles = 0
+        self._idle_cycle = 0
+        self._idle = asyncio.Condition()
+        self._last_purge = 0.0
+        self.last_error: BaseException | None = None
+        """The last failure of a relay attempt (``None`` after a successful one)."""
+
+    # -- life cycle ----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Start the background task (returns at once; Kafka may still be unreachable)."""
+        if self.running:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stopping.clear()
+        self._wake.set()  # first cycle at once: rows may be left from a previous run
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        _RELAYS.add(self)
+
+    async def stop(self, *, flush: bool = True, grace: float = 10.0) -> None:
+        """Stop the task; with ``flush``, first publish what is pending, for up to ``grace``
+        seconds (what is left stays in the outbox for the next start)."""
+        _RELAYS.discard(self)
+        task, self._task = self._task, None
+        if task is None:
+            return
+        assert self._loop is not None
+        self._flush_on_stop = flush
+        self._deadline = self._loop.time() + (grace if flush else 0.0)
+        self._stopping.set()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace + 2.0)
+        except TimeoutError:
+            log.warning("outbox relay did not stop within %.1fs; cancelling it", grace)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> OutboxRelay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    def notify(self) -> None:
+        """Wake the relay now (safe from any thread and from synchronous code)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake.set)
+
+    async def flush(self) -> None:
+        """Return once a relay cycle that started after this call found nothing pending.
+
+        Bound it with ``asyncio.timeout``: while Kafka is unreachable it does not return.
+        """
+        if not self.running:
+            raise RuntimeError("the outbox relay is not running")
+        target = self._cycles + 1
+        self._wake.set()
+        async with self._idle:
+            await self._idle.wait_for(lambda: self._idle_cycle >= target)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _closing(self) -> bool:
+        """Stopping, and either not flushing or past the flush deadline."""
+        assert self._loop is not None
+        return self._stopping.is_set() and (
+            not self._flush_on_stop or self._loop.time() >= self._deadline
+        )
+
+    async def _run(self) -> None:
+        backoff = self._min_backoff
+        try:
+            while not self._closing():
+                self._wake.clear()
+                try:
+                    remaining = await self._cycle()
+                except Exception as exc:
+                    self.last_error = exc
+                    self._metrics.failures.inc()
+                    if isinstance(exc, _PublishFailed):
+                        log.warning("outbox relay: Kafka publish failed (%s); retrying", exc)
+                        await self._close_producer()
+                    else:
+                        log.exception("outbox relay: cycle failed; retrying")
+                    delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter
+                    backoff = min(backoff * 2, self._max_backoff)
+                    await self._sleep(delay, wake_on_notify=False)
+                    continue
+                self.last_error = None
+                backoff = self._min_backoff
+                await self._maybe_purge()
+                if remaining:
+                    continue
+                if self._stopping.is_set():
+                    break  # flushed
+                await self._sleep(self._poll_interval, wake_on_notify=True)
+        finally:
+            await self._close_producer()
+
+    async def _sleep(self, delay: float, *, wake_on_notify: bool) -> None:
+        assert self._loop is not None
+        if self._stopping.is_set():
+            delay = min(delay, max(0.0, self._deadline - self._loop.time()))
+            wake_on_notify = False
+        waiter = self._wake if wake_on_notify else self._stopping
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.wait(), delay)
+
+    async def _producer_ready(self) -> Producer:
+        if self._producer is None:
+            producer = self._factory()
+            try:
+                await producer.start()
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                if isinstance(exc, Exception):
+                    raise _PublishFailed(exc) from exc
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _close_producer(self) -> None:
+        """Stop the producer; if batches it cannot deliver hold it up, abandon them."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        stopping = asyncio.ensure_future(producer.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=_CLOSE_GRACE)
+        if not done:
+            # an idempotent aiokafka producer retries undeliverable batches forever and
+            # stop() waits for them: fail them (their rows stay unpublished), then it stops
+            accumulator = getattr(producer, "_message_accumulator", None)
+            if accumulator is not None and hasattr(accumulator, "fail_all"):
+                log.info("outbox relay: abandoning the undelivered sends of a stuck producer")
+                accumulator.fail_all(_Abandoned("the outbox relay closed this producer"))
+            done, _ = await asyncio.wait({stopping}, timeout=_CLOSE_GRACE)
+        if not done:
+            log.warning("outbox relay: the Kafka producer did not stop; abandoning it")
+            stopping.cancel()
+        elif not stopping.cancelled() and (error := stopping.exception()) is not None:
+            log.warning("outbox relay: closing the Kafka producer failed: %r", error)
+
+    async def _cycle(self) -> int:
+        """One batch: read, publish, mark. Returns how many rows are still pending."""
+        self._cycles += 1
+        cycle = self._cycles
+        async with self._session_maker() as session:
+            query = (
+                select(*_ROW_COLUMNS)
+                .where(OutboxMessage.published_at.is_(None))
+                .order_by(OutboxMessage.id)
+                .limit(self._batch)
+            )
+            rows = list((await session.execute(query)).all())
+            pending = len(rows)
+            if pending == self._batch:
+                count = select(func.count()).where(OutboxMessage.published_at.is_(None))
+                pending = int((await session.execute(count)).scalar_one())
+        failure: _PublishFailed | None = None
+        published: list[Any] = []
+        if rows:
+            try:
+                producer = await self._producer_ready()
+                published = await self._publish(producer, rows)
+            except _PublishFailed as exc:
+                failure, published = exc, exc.acknowledged
+            if published:
+                await self._mark_published(published)
+        remaining = pending - len(published)
+        self._metrics.pending.set(remaining)
+        if failure is not None:
+            # the successful prefix is marked; everything else waits for the next attempt
+            raise failure
+        if remaining == 0:
+            self._idle_cycle = cycle
+            async with self._idle:
+                self._idle.notify_all()
+        return remaining
+
+    async def _publish(self, producer: Producer, rows: Sequence[Any]) -> list[Any]:
+        """Send ``rows`` in waves (one message per key in flight); the ones acknowledged.
+
+        Raises :class:`_PublishFailed` after the wave in which a send failed (no later
+        wave is sent), carrying the rows acknowledged so far so they can still be marked.
+        """
+        acknowledged: list[Any] = []
+        remaining = list(rows)
+        while remaining:
+            wave: list[Any] = []
+            later: list[Any] = []
+            keys: set[str] = set()
+            for row in remaining:
+                (later if row.key in keys else wave).append(row)
+                keys.add(row.key)
+            results = await asyncio.gather(
+                *(self._send(producer, row) for row in wave), return_exceptions=True
+            )
+            failure: BaseException | None = None
+            for row, result in zip(wave, results, strict=True):
+                if isinstance(result, BaseException):
+                    failure = failure or result
+                else:
+                    acknowledged.append(row)
+            if failure is not None:
+                raise _PublishFailed(failure, acknowledged)
+            remaining = later
+        return acknowledged
+
+    async def _send(self, producer: Producer, row: Any) -> None:
+        parent = propagate.extract(row.headers or {})
+        span = self._tracer.start_span(
+            f"{row.topic} publish",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "publish",
+                "messaging.operation.name": "publish",
+                "messaging.destination.name": row.topic,
+                "messaging.kafka.message.key": row.key,
+                "messaging.message.id": row.event_id,
+                "messaging.message.body.size": len(row.payload),
+                "event.type": row.event_type,
+                "event.version": row.event_version,
+            },
+        )
+        carrier: dict[str, str] = dict(row.headers or {})
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        headers = [(name, value.encode()) for name, value in carrier.items()]
+        headers += [
+            ("event-type", row.event_type.encode()),
+            ("event-version", str(row.event_version).encode()),
+            ("event-id", row.event_id.encode()),
+        ]
+        budget = self._send_budget()
+        try:
+            try:
+                async with asyncio.timeout(budget):
+                    delivery = asyncio.ensure_future(
+                        await producer.send(
+                            row.topic, row.payload, key=row.key.encode(), headers=headers
+                        )
+                    )
+                    delivery.add_done_callback(_retrieve)
+                    metadata = await asyncio.shield(delivery)  # never cancel the producer's
+            except TimeoutError:
+                raise TimeoutError(f"no acknowledgement from Kafka within {budget:.1f}s") from None
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        else:
+            with contextlib.suppress(AttributeError):
+                span.set_attribute("messaging.destination.partition.id", str(metadata.partition))
+                span.set_attribute("messaging.kafka.offset", int(metadata.offset))
+        finally:
+            span.end()
+
+    def _send_budget(self) -> float:
+        """``send_timeout``, cut short by the flush deadline while stopping."""
+        assert self._loop is not None
+        if self._stopping.is_set():
+            return max(0.1, min(self._send_timeout, self._deadline - self._loop.time()))
+        return self._send_timeout
+
+    async def _mark_published(self, rows: Sequence[Any]) -> None:
+        now = datetime.now(UTC)
+        ids = [row.id for row in rows]
+        async with self._session_maker() as session, session.begin():
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids))
+                .values(published_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        for row in rows:
+            self._metrics.published.labels(row.topic).inc()
+            created = row.created_at
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            self._metrics.lag.observe(max(0.0, (now - created).total_seconds()))
+
+    async def _maybe_purge(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        if now - self._last_purge < self._purge_interval:
+            return
+        self._last_purge = now
+        cutoff = datetime.now(UTC) - self._retain
+        try:
+            async with self._session_maker() as session, session.begin():
+                result = await session.execute(
+                    delete(OutboxMessage)
+                    .where(OutboxMessage.published_at.is_not(None))
+                    .where(OutboxMessage.published_at < cutoff)
+                    .execution_options(synchronize_session=False)
+                )
+            purged = getattr(result, "rowcount", 0) or 0
+            if purged:
+                log.debug("outbox relay: purged %d published rows", purged)
+        except Exception:
+            log.warning("outbox relay: purge failed", exc_info=True)

@@ -1,0 +1,319 @@
+"""The products API: catalog (admin writes), paging and filtering, reservations."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from litestar import Controller, Request, delete, get, patch, post, put
+from litestar.di import NamedDependency
+from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter
+from msgspec import UNSET, Meta, Struct, UnsetType
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from system.chassis.auth import Principal, requires_role
+from system.chassis.deps import DbSession
+from system.chassis.outbox import stage
+from system.chassis.problems import problem_responses
+from system.events.schemas import (
+    StockCommittedV1,
+    StockItem,
+    StockReleasedV1,
+    StockReservedV1,
+    new_event,
+)
+from system.services.products import stock
+from system.services.products.models import Product
+from system.services.products.settings import ProductsSettings
+
+Cents = Annotated[int, Meta(ge=0, le=100_000_000)]
+Count = Annotated[int, Meta(ge=0, le=1_000_000)]
+Quantity = Annotated[int, Meta(ge=1, le=1000)]
+Text = Annotated[str, Meta(max_length=2000)]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Sku = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Category = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+OrderId = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
+class NewProduct(Struct, forbid_unknown_fields=True):
+    sku: Sku
+    name: Name
+    price_cents: Cents
+    description: Text = ""
+    category: Category = "general"
+    initial_stock: Count = 0
+
+
+class ProductChange(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: Name | UnsetType = UNSET
+    description: Text | UnsetType = UNSET
+    category: Category | UnsetType = UNSET
+    price_cents: Cents | UnsetType = UNSET
+
+
+class Restock(Struct, forbid_unknown_fields=True):
+    quantity: Quantity
+
+
+class StockLevels(Struct):
+    available: int
+    reserved: int
+    sold: int
+
+
+class ProductView(Struct):
+    id: uuid.UUID
+    sku: str
+    name: str
+    description: str
+    category: str
+    price_cents: int
+    stock: StockLevels
+
+
+class ProductPage(Struct):
+    items: list[ProductView]
+    total: int
+    limit: int
+    offset: int
+
+
+class ReservationItem(Struct, forbid_unknown_fields=True):
+    product_id: uuid.UUID
+    quantity: Quantity
+
+
+class ReservationRequest(Struct, forbid_unknown_fields=True):
+    items: Annotated[list[ReservationItem], Meta(min_length=1, max_length=50)]
+
+
+class ReservationView(Struct):
+    order_id: str
+    state: str
+    items: list[ReservationItem]
+
+
+def _view(p: Product) -> ProductView:
+    return ProductView(
+        p.id,
+        p.sku,
+        p.name,
+        p.description,
+        p.category,
+        p.price_cents,
+        StockLevels(p.available, p.reserved, p.sold),
+    )
+
+
+def _reservation(r: stock.Reservation) -> ReservationView:
+    return ReservationView(
+        r.order_id, r.state, [ReservationItem(line.product_id, line.quantity) for line in r.lines]
+    )
+
+
+async def _product(session: AsyncSession, product_id: uuid.UUID) -> Product:
+    product = await session.get(Product, product_id)
+    if product is None:
+        raise NotFoundException(detail=f"no product {product_id}")
+    return product
+
+
+class CatalogController(Controller):
+    path = "/"
+    tags = ("catalog",)
+
+    @get("/", responses=problem_responses(400, 401))
+    async def list_products(
+        self,
+        db_session: DbSession,
+        settings: NamedDependency[ProductsSettings],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 20,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        category: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        q: Annotated[
+            str | None, QueryParameter(max_length=100, description="name or sku contains")
+        ] = None,
+        min_price: Annotated[int | None, QueryParameter(ge=0)] = None,
+        max_price: Annotated[int | None, QueryParameter(ge=0)] = None,
+        in_stock: FromQuery[bool | None] = None,
+    ) -> ProductPage:
+        """A page of the catalog, filtered."""
+        where = []
+        if category is not None:
+            where.append(Product.category == category)
+        if q:
+            like = f"%{q.lower()}%"
+            where.append(
+                or_(func.lower(Product.name).like(like), func.lower(Product.sku).like(like))
+            )
+        if min_price is not None:
+            where.append(Product.price_cents >= min_price)
+        if max_price is not None:
+            where.append(Product.price_cents <= max_price)
+        if in_stock is not None:
+            where.append(Product.available > 0 if in_stock else Product.available == 0)
+        limit = min(limit, settings.max_page_size)
+        total = await db_session.scalar(select(func.count()).select_from(Product).where(*where))
+        rows = await db_session.scalars(
+            select(Product).where(*where).order_by(Product.id).limit(limit).offset(offset)
+        )
+        return ProductPage([_view(p) for p in rows], total or 0, limit, offset)
+
+    @get("/{product_id:uuid}", responses=problem_responses(401, 404))
+    async def get_product(
+        self, product_id: FromPath[uuid.UUID], db_session: DbSession
+    ) -> ProductView:
+        """One product with its stock levels."""
+        return _view(await _product(db_session, product_id))
+
+    @post(
+        "/",
+        status_code=201,
+        guards=[requires_role("admin")],
+        responses=problem_responses(400, 401, 403, 409),
+    )
+    async def create_product(
+        self, data: JSONBody[NewProduct], db_session: DbSession
+    ) -> ProductView:
+        """Add a product (admin)."""
+        product = Product(
+            sku=data.sku,
+            name=data.name,
+            description=data.description,
+            category=data.category,
+            price_cents=data.price_cents,
+            available=data.initial_stock,
+            reserved=0,
+            sold=0,
+        )
+        db_session.add(product)
+        try:
+            await db_session.flush()
+        except IntegrityError:
+            await db_session.rollback()
+            raise ClientException(status_code=409, detail=f"sku {data.sku} exists") from None
+        return _view(product)
+
+    @patch(
+        "/{product_id:uuid}",
+        guards=[requires_role("admin")],
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def update_product(
+        self, product_id: FromPath[uuid.UUID], data: JSONBody[ProductChange], db_session: DbSession
+    ) -> ProductView:
+        """Change a product's catalog fields (admin); stock moves only by reservations
+        and restocking."""
+        product = await _product(db_session, product_id)
+        for field in ("name", "description", "category", "price_cents"):
+            value = getattr(data, field)
+            if value is not UNSET:
+                setattr(product, field, value)
+        await db_session.flush()
+        return _view(product)
+
+    @delete(
+        "/{product_id:uuid}",
+        status_code=204,
+        guards=[requires_role("admin")],
+        responses=problem_responses(401, 403, 404, 409),
+    )
+    async def delete_product(self, product_id: FromPath[uuid.UUID], db_session: DbSession) -> None:
+        """Remove a product (admin); refused while any unit is reserved or was sold."""
+        product = await _product(db_session, product_id)
+        if product.reserved or product.sold:
+            raise ClientException(status_code=409, detail="the product has reserved or sold units")
+        await db_session.delete(product)
+
+    @post(
+        "/{product_id:uuid}/restock",
+        guards=[requires_role("admin")],
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def restock(
+        self, product_id: FromPath[uuid.UUID], data: JSONBody[Restock], db_session: DbSession
+    ) -> ProductView:
+        """Add units to the available stock (admin)."""
+        product = await _product(db_session, product_id)
+        await db_session.execute(
+            update(Product)
+            .where(Product.id == product_id)
+            .values(available=Product.available + data.quantity)
+        )
+        await db_session.refresh(product)
+        return _view(product)
+
+
+def _stock_event(kind: type[Any], reservation: stock.Reservation) -> Any:
+    items = [
+        StockItem(product_id=str(line.product_id), quantity=line.quantity)
+        for line in reservation.lines
+    ]
+    return new_event(kind(order_id=reservation.order_id, items=items))
+
+
+class ReservationController(Controller):
+    """Stock held for an order; every call is idempotent by order id."""
+
+    path = "/reservations"
+    tags = ("reservations",)
+
+    @put("/{order_id:str}", responses=problem_responses(400, 401, 404, 409))
+    async def reserve(
+        self,
+        order_id: OrderId,
+        data: JSONBody[ReservationRequest],
+        db_session: DbSession,
+        request: Request[Principal, Any, Any],
+    ) -> ReservationView:
+        """Hold stock for every item of an order, all or nothing (409 when short)."""
+        lines = [stock.Line(i.product_id, i.quantity) for i in data.items]
+        try:
+            result = await stock.reserve(db_session, order_id, lines)
+        except stock.UnknownProduct as exc:
+            raise NotFoundException(detail=str(exc)) from None
+        except (stock.OutOfStock, stock.ReservationConflict) as exc:
+            raise ClientException(status_code=409, detail=str(exc)) from None
+        except IntegrityError:  # a concurrent call for the same order won: answer as it did
+            await db_session.rollback()
+            existing = await stock.get_reservation(db_session, order_id)
+            if existing is None or existing.lines != stock._merge(lines):
+                raise ClientException(status_code=409, detail="concurrent reservation") from None
+            return _reservation(existing)
+        if result.state == "reserved":
+            stage(db_session, _stock_event(StockReservedV1, result))
+        return _reservation(result)
+
+    @get("/{order_id:str}", responses=problem_responses(401, 404))
+    async def get_reservation(self, order_id: OrderId, db_session: DbSession) -> ReservationView:
+        found = await stock.get_reservation(db_session, order_id)
+        if found is None:
+            raise NotFoundException(detail=f"order {order_id} holds no reservation")
+        return _reservation(found)
+
+    @post("/{order_id:str}/release", status_code=200, responses=problem_responses(401, 409))
+    async def release(self, order_id: OrderId, db_session: DbSession) -> ReservationView:
+        """Give the order's units back to available stock (idempotent)."""
+        return await _finish(db_session, order_id, stock.release, StockReleasedV1)
+
+    @post("/{order_id:str}/commit", status_code=200, responses=problem_responses(401, 409))
+    async def commit(self, order_id: OrderId, db_session: DbSession) -> ReservationView:
+        """Turn the order's reserved units into sold ones (idempotent)."""
+        return await _finish(db_session, order_id, stock.commit, StockCommittedV1)
+
+
+async def _finish(
+    session: AsyncSession, order_id: str, operation: Any, event: type[Any]
+) -> ReservationView:
+    before = await stock.get_reservation(session, order_id)
+    try:
+        result: stock.Reservation = await operation(session, order_id)
+    except stock.ReservationConflict as exc:
+        raise ClientException(status_code=409, detail=str(exc)) from None
+    if before is not None and before.state != result.state:
+        stage(session, _stock_event(event, result))
+    return _reservation(result)

@@ -1,0 +1,27 @@
+"""The products service, assembled on the chassis."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+
+from system.chassis.app import ServiceParts, create_app
+from system.chassis.settings import load_settings
+from system.services.products.api import CatalogController, ReservationController
+from system.services.products.consumers import HANDLERS
+from system.services.products.settings import ProductsSettings
+
+
+def build(settings: ProductsSettings) -> Litestar:
+    return create_app(
+        settings,
+        ServiceParts(
+            route_handlers=[CatalogController, ReservationController],
+            event_handlers=HANDLERS,
+            description="The catalog and its stock.",
+        ),
+    )
+
+
+def create() -> Litestar:
+    """Granian's factory: settings from the ``PRODUCTS_*`` environment."""
+    return build(load_settings(ProductsSettings))

@@ -1,0 +1,44 @@
+"""Order outcomes settle reservations: confirmed → commit, cancelled → release.
+
+Runs through the chassis inbox, so a redelivered event has no second effect; an order
+that never held stock (cancelled before reserving) is acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from system.chassis.outbox import stage
+from system.events.schemas import Event, StockCommittedV1, StockReleasedV1
+from system.services.products import stock
+from system.services.products.api import _stock_event
+
+log = logging.getLogger("products.consumers")
+
+
+async def _settle(session: AsyncSession, order_id: str, operation: Any, event: type[Any]) -> None:
+    before = await stock.get_reservation(session, order_id)
+    if before is None:
+        log.info("order %s holds no reservation: nothing to settle", order_id)
+        return
+    try:
+        result = await operation(session, order_id)
+    except stock.ReservationConflict as exc:
+        log.warning("order %s: %s", order_id, exc)
+        return
+    if before.state != result.state:
+        stage(session, _stock_event(event, result))
+
+
+async def on_order_confirmed(session: AsyncSession, event: Event[Any]) -> None:
+    await _settle(session, event.data.order_id, stock.commit, StockCommittedV1)
+
+
+async def on_order_cancelled(session: AsyncSession, event: Event[Any]) -> None:
+    await _settle(session, event.data.order_id, stock.release, StockReleasedV1)
+
+
+HANDLERS = {"order.confirmed": on_order_confirmed, "order.cancelled": on_order_cancelled}

@@ -1,0 +1,1 @@
+"""users: accounts (argon2 hashes), login issuing RS256 JWTs, JWKS, ``user.registered``."""

@@ -1,0 +1,117 @@
+"""The users API: register, login, me, JWKS."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.exceptions import ClientException, NotAuthorizedException, NotFoundException
+from litestar.params import JSONBody
+from msgspec import Meta, Struct
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from system.chassis.auth import Principal
+from system.chassis.deps import DbSession
+from system.chassis.outbox import stage
+from system.chassis.problems import problem_responses
+from system.events.schemas import UserRegisteredV1, new_event
+from system.services.users.models import User
+from system.services.users.security import TokenIssuer, hash_password, verify_password
+
+Email = Annotated[
+    str,
+    Meta(
+        pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,60}$",
+        max_length=320,
+        examples=["ada@example.test"],
+    ),
+]
+Password = Annotated[str, Meta(min_length=8, max_length=128)]
+
+
+class Registration(Struct, forbid_unknown_fields=True):
+    email: Email
+    password: Password
+    name: Annotated[str, Meta(max_length=200)] = ""
+
+
+class Credentials(Struct, forbid_unknown_fields=True):
+    email: Email
+    password: Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class Account(Struct):
+    id: uuid.UUID
+    email: str
+    name: str
+    role: str
+
+
+class AccessToken(Struct):
+    access_token: str
+    token_type: str
+    expires_in: int
+
+
+def _account(user: User) -> Account:
+    return Account(id=user.id, email=user.email, name=user.name, role=user.role)
+
+
+class UsersController(Controller):
+    tags = ("users",)
+
+    @post("/register", status_code=201, responses=problem_responses(400, 409, 429))
+    async def register(self, data: JSONBody[Registration], db_session: DbSession) -> Account:
+        """Create a customer account; emits ``user.registered``."""
+        email = data.email.lower()
+        user = User(
+            email=email,
+            name=data.name,
+            password_hash=await hash_password(data.password),
+            role="customer",
+        )
+        db_session.add(user)
+        try:
+            await db_session.flush()
+        except IntegrityError:
+            await db_session.rollback()
+            raise ClientException(
+                status_code=409, detail=f"{email} is already registered"
+            ) from None
+        stage(
+            db_session,
+            new_event(
+                UserRegisteredV1(user_id=str(user.id), email=email, role="customer"),
+                key=str(user.id),
+            ),
+        )
+        return _account(user)
+
+    @post("/login", status_code=200, responses=problem_responses(400, 401, 429))
+    async def login(
+        self, data: JSONBody[Credentials], db_session: DbSession, request: Request[Any, Any, Any]
+    ) -> AccessToken:
+        """Exchange credentials for a bearer token (RS256 JWT)."""
+        issuer: TokenIssuer = request.app.state.token_issuer
+        user = await db_session.scalar(select(User).where(User.email == data.email.lower()))
+        if user is None or not await verify_password(user.password_hash, data.password):
+            raise NotAuthorizedException(detail="wrong email or password")
+        token = issuer.issue(user_id=str(user.id), role=user.role, email=user.email)
+        return AccessToken(token, "bearer", int(issuer.ttl.total_seconds()))
+
+    @get("/me", responses=problem_responses(401, 404))
+    async def me(self, request: Request[Principal, Any, Any], db_session: DbSession) -> Account:
+        """The caller's account."""
+        user = await db_session.get(User, uuid.UUID(request.user.user_id))
+        if user is None:
+            raise NotFoundException(detail="the token's account no longer exists")
+        return _account(user)
+
+    @get("/.well-known/jwks.json")
+    async def jwks(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """The public keys that verify this service's tokens (RFC 7517)."""
+        keys: dict[str, Any] = json.loads(request.app.state.jwks)
+        return keys

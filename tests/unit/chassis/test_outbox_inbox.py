@@ -1,0 +1,458 @@
+"""Outbox and inbox against a real SQLite file, with a fake producer instead of Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from advanced_alchemy.base import orm_registry
+from aiokafka.structs import ConsumerRecord
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from system.chassis.db import create_engine
+from system.chassis.inbox import EventConsumer, InboxEntry, Outcome
+from system.chassis.outbox import OutboxMessage, OutboxRelay, Producer, stage
+from system.chassis.settings import ServiceSettings
+from system.events import (
+    Event,
+    OrderItem,
+    OrderPlacedV1,
+    StockReservedV1,
+    UserRegisteredV1,
+    encode,
+    new_event,
+)
+
+Maker = async_sessionmaker[AsyncSession]
+
+
+@pytest_asyncio.fixture
+async def maker(tmp_path: Path) -> AsyncIterator[Maker]:
+    engine = create_engine(ServiceSettings(name="unit", data_dir=tmp_path))
+    async with engine.begin() as conn:
+        await conn.run_sync(orm_registry.metadata.create_all)
+        await conn.execute(text("CREATE TABLE effect (event_id TEXT NOT NULL, note TEXT)"))
+    try:
+        yield async_sessionmaker(engine, expire_on_commit=False)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def spans() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def placed(order_id: str, n: int = 1) -> Event[OrderPlacedV1]:
+    item = OrderItem(product_id="p", quantity=n, unit_price_cents=100)
+    return new_event(OrderPlacedV1(order_id=order_id, user_id="u", items=[item], total_cents=100))
+
+
+async def outbox_rows(maker: Maker) -> list[OutboxMessage]:
+    async with maker() as session:
+        return list((await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all())
+
+
+# -- staging -----------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_staging_in_a_rolled_back_transaction_leaves_no_row(maker: Maker) -> None:
+    async with maker() as session, session.begin():
+        stage(session, placed("o-1"))
+        await session.flush()
+        assert await session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+        await session.rollback()
+
+    async def fails_after_staging() -> None:
+        async with maker() as session, session.begin():
+            stage(session, placed("o-2"))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await fails_after_staging()
+    assert await outbox_rows(maker) == []
+
+
+@pytest.mark.asyncio
+async def test_staging_and_commit_keeps_the_event_and_the_trace_context(
+    maker: Maker, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, _ = spans
+    event = placed("o-1")
+    with provider.get_tracer("test").start_as_current_span("place order") as span:
+        async with maker() as session, session.begin():
+            stage(session, event)
+    [row] = await outbox_rows(maker)
+    context = span.get_span_context()
+    assert row.headers["traceparent"] == (
+        f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    )
+    assert (row.topic, row.key, row.event_type, row.event_version) == (
+        "orders.events",
+        "o-1",
+        "order.placed",
+        1,
+    )
+    assert row.event_id == str(event.id)
+    assert row.payload == encode(event)
+    assert row.published_at is None
+    assert row.created_at.tzinfo is not None
+
+
+@pytest.mark.asyncio
+async def test_staging_outside_a_span_has_no_trace_headers(maker: Maker) -> None:
+    async with maker() as session, session.begin():
+        stage(session, placed("o-1"))
+    [row] = await outbox_rows(maker)
+    assert row.headers == {}
+
+
+# -- the relay, with a fake Kafka ---------------------------------------------------------
+class FakeKafka:
+    """Records what was sent; ``fail`` decides, per send, whether it fails."""
+
+    def __init__(self, fail: Callable[[str, bytes], bool] = lambda _t, _k: False) -> None:
+        self.fail = fail
+        self.sent: list[tuple[str, bytes, bytes, dict[str, bytes]]] = []
+        self.started = 0
+        self.stopped = 0
+        self.refuse_start = False
+
+    def factory(self) -> Producer:
+        kafka = self
+
+        class FakeProducer:
+            async def start(self) -> None:
+                kafka.started += 1
+                if kafka.refuse_start:
+                    raise ConnectionRefusedError("kafka is down")
+
+            async def stop(self) -> None:
+                kafka.stopped += 1
+
+            async def send(
+                self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]
+            ) -> asyncio.Future[Any]:
+                future = asyncio.get_running_loop().create_future()
+                await asyncio.sleep(0)
+                if kafka.fail(topic, key):
+                    future.set_exception(TimeoutError("request timed out"))
+                else:
+                    kafka.sent.append((topic, key, value, dict(headers)))
+                    future.set_result(SimpleNamespace(partition=0, offset=len(kafka.sent) - 1))
+                return future
+
+        return FakeProducer()
+
+    def event_ids(self, key: bytes | None = None) -> list[str]:
+        return [h["event-id"].decode() for _t, k, _v, h in self.sent if key in (None, k)]
+
+
+def relay_for(maker: Maker, kafka: FakeKafka, **options: Any) -> OutboxRelay:
+    options = {"poll_interval": 30.0, "min_backoff": 0.01, "max_backoff": 0.05, **options}
+    return OutboxRelay(maker, kafka.factory, registry=CollectorRegistry(), **options)
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
+    """Poll ``check`` until it returns something truthy, or fail naming ``what``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    for _ in itertools.count():
+        if result := check():
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.mark.asyncio
+async def test_a_commit_wakes_the_relay_which_publishes_with_headers_and_metrics(
+    maker: Maker, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    kafka = FakeKafka()
+    registry = CollectorRegistry()
+    relay = OutboxRelay(
+        maker, kafka.factory, poll_interval=30.0, registry=registry, tracer_provider=provider
+    )
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 2.0)  # the first, empty, cycle
+        event = placed("o-1")
+        with provider.get_tracer("test").start_as_current_span("place order") as parent:
+            async with maker() as session, session.begin():
+                stage(session, event)
+        # poll_interval is 30 s: only the after-commit wake-up can publish this quickly
+        await eventually(lambda: kafka.sent, "the event published", timeout=2.0)
+        await asyncio.wait_for(relay.flush(), 2.0)
+    finally:
+        await relay.stop()
+    [(topic, key, value, headers)] = kafka.sent
+    assert (topic, key, value) == ("orders.events", b"o-1", encode(event))
+    assert headers["event-type"] == b"order.placed"
+    assert headers["event-version"] == b"1"
+    assert headers["event-id"] == str(event.id).encode()
+    [publish] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.PRODUCER]
+    assert publish.name == "orders.events publish"
+    assert publish.parent is not None
+    assert publish.parent.span_id == parent.get_span_context().span_id
+    assert publish.context.trace_id == parent.get_span_context().trace_id
+    assert headers["traceparent"].decode().split("-")[2] == f"{publish.context.span_id:016x}"
+    assert publish.attributes is not None
+    assert publish.attributes["messaging.system"] == "kafka"
+    assert publish.attributes["messaging.destination.name"] == "orders.events"
+    [row] = await outbox_rows(maker)
+    assert row.published_at is not None
+    assert registry.get_sample_value("outbox_published_total", {"topic": "orders.events"}) == 1
+    assert registry.get_sample_value("outbox_pending") == 0
+    assert registry.get_sample_value("outbox_lag_seconds_count") == 1
+    assert kafka.stopped == kafka.started == 1
+
+
+@pytest.mark.asyncio
+async def test_failed_sends_keep_rows_and_per_key_order(maker: Maker) -> None:
+    failures = {"remaining": 3}
+
+    def fail(_topic: str, key: bytes) -> bool:
+        if key == b"a" and failures["remaining"] > 0:
+            failures["remaining"] -= 1
+            return True
+        return False
+
+    kafka = FakeKafka(fail)
+    staged: list[Event[Any]] = []
+    async with maker() as session, session.begin():
+        for i in range(6):
+            event = placed("a" if i % 2 == 0 else "b", n=i + 1)
+            staged.append(event)
+            stage(session, event)
+    relay = relay_for(maker, kafka, batch=4)
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 5.0)
+    finally:
+        await relay.stop()
+    for key in (b"a", b"b"):
+        expected = [str(e.id) for e in staged if e.key.encode() == key]
+        assert kafka.event_ids(key) == expected, f"key {key!r} kept its order, lost nothing"
+    assert kafka.started > 1, "the producer is re-created after a failure"
+    assert all(row.published_at is not None for row in await outbox_rows(maker))
+
+
+@pytest.mark.asyncio
+async def test_kafka_down_keeps_rows_until_it_is_back(maker: Maker) -> None:
+    kafka = FakeKafka()
+    kafka.refuse_start = True
+    relay = relay_for(maker, kafka, poll_interval=0.05)
+    await relay.start()
+    try:
+        async with maker() as session, session.begin():
+            for i in range(3):
+                stage(session, placed("o-1", n=i + 1))
+        await eventually(lambda: kafka.started >= 3, "several connection attempts")
+        assert relay.last_error is not None
+        assert [r.published_at for r in await outbox_rows(maker)] == [None] * 3
+        kafka.refuse_start = False
+        await asyncio.wait_for(relay.flush(), 5.0)
+        assert relay.last_error is None
+    finally:
+        await relay.stop()
+    rows = await outbox_rows(maker)
+    assert kafka.event_ids() == [r.event_id for r in rows]
+
+
+@pytest.mark.asyncio
+async def test_stop_flushes_pending_events(maker: Maker) -> None:
+    kafka = FakeKafka()
+    relay = relay_for(maker, kafka)
+    await relay.start()
+    await asyncio.wait_for(relay.flush(), 2.0)
+    async with maker() as session, session.begin():
+        stage(session, placed("o-1"))
+    await relay.stop(flush=True, grace=5.0)
+    assert len(kafka.sent) == 1
+    assert not relay.running
+
+
+@pytest.mark.asyncio
+async def test_published_rows_are_purged_later(maker: Maker) -> None:
+    kafka = FakeKafka()
+    async with maker() as session, session.begin():
+        stage(session, placed("o-1"))
+    relay = relay_for(maker, kafka, retain_published=0.0, purge_interval=0.0, poll_interval=0.01)
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 5.0)
+        await relay.flush()  # one more cycle runs the purge after the publication
+        await asyncio.sleep(0.05)
+    finally:
+        await relay.stop()
+    assert len(kafka.sent) == 1
+    assert await outbox_rows(maker) == []
+
+
+# -- the inbox ---------------------------------------------------------------------------
+def record(
+    event: Event[Any] | bytes, offset: int = 0, headers: Any = ()
+) -> ConsumerRecord[Any, Any]:
+    value = event if isinstance(event, bytes) else encode(event)
+    key = b"k" if isinstance(event, bytes) else event.key.encode()
+    return ConsumerRecord(
+        topic="orders.events",
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=list(headers),
+    )
+
+
+async def effects(maker: Maker) -> list[tuple[str, str]]:
+    async with maker() as session:
+        result = await session.execute(text("SELECT event_id, note FROM effect ORDER BY rowid"))
+        return [(r[0], r[1]) for r in result]
+
+
+async def record_effect(session: AsyncSession, event: Event[Any]) -> None:
+    await session.execute(
+        text("INSERT INTO effect (event_id, note) VALUES (:id, :note)"),
+        {"id": str(event.id), "note": event.type},
+    )
+
+
+def consumer_for(maker: Maker, handlers: dict[str, Any], **options: Any) -> EventConsumer:
+    options = {"retry_backoff": 0.01, "registry": CollectorRegistry(), **options}
+    return EventConsumer(maker, "127.0.0.1:1", "unit", ["orders.events"], handlers, **options)
+
+
+@pytest.mark.asyncio
+async def test_the_same_event_twice_has_one_effect(maker: Maker) -> None:
+    registry = CollectorRegistry()
+    consumer = consumer_for(maker, {"order.placed": record_effect}, registry=registry)
+    event = placed("o-1")
+    assert await consumer.process(record(event, offset=0)) is Outcome.PROCESSED
+    assert await consumer.process(record(event, offset=1)) is Outcome.DUPLICATE
+    assert await effects(maker) == [(str(event.id), "order.placed")]
+    labels = {"consumer": "unit", "event_type": "order.placed"}
+    assert registry.get_sample_value("inbox_processed_total", labels) == 1
+    assert registry.get_sample_value("inbox_duplicates_total", labels) == 1
+    async with maker() as session:
+        [entry] = (await session.scalars(select(InboxEntry))).all()
+    assert (entry.consumer, entry.event_id, entry.event_type) == ("unit", event.id, "order.placed")
+    # another consumer (another service) applies it once too
+    other = consumer_for(maker, {"order.placed": record_effect}, name="analytics")
+    assert await other.process(record(event)) is Outcome.PROCESSED
+    assert len(await effects(maker)) == 2
+
+
+@pytest.mark.asyncio
+async def test_bad_unknown_and_unhandled_messages_are_skipped(maker: Maker) -> None:
+    registry = CollectorRegistry()
+    consumer = consumer_for(maker, {"order.placed": record_effect}, registry=registry)
+    unknown = encode(placed("o-1")).replace(b'"order.placed"', b'"order.shipped"')
+    assert await consumer.process(record(b"\x00garbage")) is Outcome.REJECTED
+    assert await consumer.process(record(unknown)) is Outcome.REJECTED
+    user = new_event(UserRegisteredV1(user_id="u", email="e@x", role="admin"))
+    assert await consumer.process(record(user)) is Outcome.UNHANDLED
+    rejected = registry.get_sample_value(
+        "inbox_rejected_total", {"consumer": "unit", "topic": "orders.events"}
+    )
+    assert rejected == 2
+    assert await effects(maker) == []
+    async with maker() as session:
+        assert await session.scalar(select(func.count()).select_from(InboxEntry)) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_failing_handler_is_rolled_back_and_retried(maker: Maker) -> None:
+    calls: list[int] = []
+
+    async def flaky(session: AsyncSession, event: Event[Any]) -> None:
+        calls.append(1)
+        await record_effect(session, event)  # rolled back when the handler raises
+        if len(calls) < 3:
+            raise RuntimeError("transient")
+
+    consumer = consumer_for(maker, {"order.placed": flaky}, max_attempts=5)
+    event = placed("o-1")
+    assert await consumer.process(record(event)) is Outcome.PROCESSED
+    assert len(calls) == 3
+    assert await effects(maker) == [(str(event.id), "order.placed")]
+
+
+@pytest.mark.asyncio
+async def test_a_handler_failing_every_time_is_counted_and_skipped(maker: Maker) -> None:
+    registry = CollectorRegistry()
+
+    async def broken(session: AsyncSession, event: Event[Any]) -> None:
+        await record_effect(session, event)
+        raise ValueError("bug")
+
+    consumer = consumer_for(maker, {"order.placed": broken}, max_attempts=3, registry=registry)
+    assert await consumer.process(record(placed("o-1"))) is Outcome.FAILED
+    assert await effects(maker) == []
+    async with maker() as session:
+        assert await session.scalar(select(func.count()).select_from(InboxEntry)) == 0
+    labels = {"consumer": "unit", "event_type": "order.placed"}
+    assert registry.get_sample_value("inbox_failed_total", labels) == 1
+
+
+@pytest.mark.asyncio
+async def test_the_consumer_span_continues_the_producer_trace(
+    maker: Maker, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    staged: list[Event[Any]] = []
+
+    async def reserve(session: AsyncSession, event: Event[Any]) -> None:
+        follow_up = new_event(StockReservedV1(order_id=event.key, items=[]))
+        staged.append(follow_up)
+        stage(session, follow_up)  # captured inside the consumer span
+
+    headers: dict[str, str] = {}
+    with provider.get_tracer("test").start_as_current_span("publish") as producer:
+        propagate.inject(headers)
+    consumer = consumer_for(maker, {"order.placed": reserve}, tracer_provider=provider)
+    kafka_headers = [(k, v.encode()) for k, v in headers.items()] + [("event-type", b"x")]
+    assert await consumer.process(record(placed("o-1"), headers=kafka_headers)) is (
+        Outcome.PROCESSED
+    )
+    [process] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    assert process.name == "orders.events process"
+    assert process.parent is not None
+    assert process.parent.span_id == producer.get_span_context().span_id
+    assert process.context.trace_id == producer.get_span_context().trace_id
+    assert _attr(process, "inbox.outcome") == "processed"
+    assert _attr(process, "messaging.consumer.group.name") == "unit"
+    [row] = await outbox_rows(maker)
+    assert row.event_id == str(staged[0].id)
+    assert row.headers["traceparent"].split("-")[1:3] == [
+        f"{process.context.trace_id:032x}",
+        f"{process.context.span_id:016x}",
+    ]
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def _attr(span: ReadableSpan, name: str) -> Any:
+    assert span.attributes is not None
+    return span.attributes.get(name)

@@ -1,0 +1,219 @@
+"""products: catalog rules, paging and filters, and reservations that never oversell."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+
+from system.chassis.keys import KeyFiles
+from system.chassis.outbox import OutboxMessage
+from system.events.schemas import OrderCancelledV1, OrderConfirmedV1, OrderItem, new_event
+from system.services.products.app import build
+from system.services.products.consumers import on_order_cancelled, on_order_confirmed
+from system.services.products.settings import ProductsSettings
+
+Client = AsyncTestClient[Litestar]
+
+
+@pytest.fixture
+async def client(tmp_path: Path, keys: KeyFiles) -> AsyncIterator[Client]:
+    settings = ProductsSettings(
+        data_dir=tmp_path / "products", log_json=False, jwt_public_key_file=keys.public
+    )
+    async with AsyncTestClient(build(settings)) as client:
+        yield client
+
+
+async def new_product(
+    client: Client, admin: dict[str, str], sku: str = "LAMP-1", stock: int = 3, **fields: Any
+) -> dict[str, Any]:
+    body = {
+        "sku": sku,
+        "name": f"Product {sku}",
+        "price_cents": 1999,
+        "initial_stock": stock,
+        **fields,
+    }
+    response = await client.post("/", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    product: dict[str, Any] = response.json()
+    return product
+
+
+def reserve_body(*lines: tuple[str, int]) -> dict[str, Any]:
+    return {"items": [{"product_id": pid, "quantity": qty} for pid, qty in lines]}
+
+
+async def stock_of(client: Client, pid: str, headers: dict[str, str]) -> dict[str, int]:
+    levels: dict[str, int] = (await client.get(f"/{pid}", headers=headers)).json()["stock"]
+    return levels
+
+
+async def test_only_admins_write_the_catalog(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    admin, customer = auth("admin"), auth()
+    product = await new_product(client, admin)
+    denied = await client.post(
+        "/", json={"sku": "X-1", "name": "x", "price_cents": 1}, headers=customer
+    )
+    assert denied.status_code == 403
+    assert denied.headers["content-type"] == "application/problem+json"
+    assert (
+        await client.patch(f"/{product['id']}", json={"name": "y"}, headers=customer)
+    ).status_code == 403
+    changed = await client.patch(f"/{product['id']}", json={"price_cents": 2500}, headers=admin)
+    assert changed.json()["price_cents"] == 2500
+    assert changed.json()["name"] == "Product LAMP-1"
+    assert (await client.get("/")).status_code == 401, "reads need a token too"
+
+
+async def test_duplicate_skus_and_bad_bodies_are_4xx_problems(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    admin = auth("admin")
+    await new_product(client, admin)
+    again = await client.post(
+        "/", json={"sku": "LAMP-1", "name": "x", "price_cents": 1}, headers=admin
+    )
+    assert again.status_code == 409
+    for body in (
+        {"sku": "bad sku!", "name": "x", "price_cents": 1},
+        {"sku": "OK-1", "name": "x", "price_cents": -5},
+        {"sku": "OK-1", "name": "x", "price_cents": 1, "stock": 5},
+    ):
+        response = await client.post("/", json=body, headers=admin)
+        assert response.status_code == 400, body
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_paging_and_filters(client: Client, auth: Callable[..., dict[str, str]]) -> None:
+    admin = auth("admin")
+    for i in range(7):
+        await new_product(
+            client,
+            admin,
+            sku=f"SKU-{i}",
+            stock=i % 2,
+            price_cents=100 * (i + 1),
+            category="lamps" if i < 3 else "desks",
+        )
+    page = (await client.get("/?limit=3&offset=3", headers=admin)).json()
+    assert (page["total"], page["limit"], page["offset"], len(page["items"])) == (7, 3, 3, 3)
+    everything = (await client.get("/?limit=100", headers=admin)).json()["items"]
+    assert len({p["id"] for p in everything}) == 7
+    lamps = (await client.get("/?category=lamps", headers=admin)).json()
+    assert lamps["total"] == 3
+    priced = (await client.get("/?min_price=300&max_price=500", headers=admin)).json()
+    assert sorted(p["price_cents"] for p in priced["items"]) == [300, 400, 500]
+    in_stock = (await client.get("/?in_stock=true", headers=admin)).json()
+    assert all(p["stock"]["available"] > 0 for p in in_stock["items"])
+    assert (await client.get("/?limit=0", headers=admin)).status_code == 400
+
+
+async def test_a_reservation_is_idempotent_by_order(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    admin, customer = auth("admin"), auth()
+    pid = (await new_product(client, admin, stock=5))["id"]
+    first = await client.put("/reservations/order-1", json=reserve_body((pid, 2)), headers=customer)
+    again = await client.put("/reservations/order-1", json=reserve_body((pid, 2)), headers=customer)
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    assert await stock_of(client, pid, customer) == {"available": 3, "reserved": 2, "sold": 0}
+    other = await client.put("/reservations/order-1", json=reserve_body((pid, 1)), headers=customer)
+    assert other.status_code == 409
+
+
+async def test_concurrent_orders_for_the_last_unit_get_it_once(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    admin, customer = auth("admin"), auth()
+    pid = (await new_product(client, admin, stock=1))["id"]
+    responses = await asyncio.gather(
+        *(
+            client.put(f"/reservations/order-{i}", json=reserve_body((pid, 1)), headers=customer)
+            for i in range(20)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [409] * 19
+    assert await stock_of(client, pid, customer) == {"available": 0, "reserved": 1, "sold": 0}
+
+
+async def test_a_short_line_reserves_nothing(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    admin, customer = auth("admin"), auth()
+    plenty = (await new_product(client, admin, sku="A-1", stock=10))["id"]
+    scarce = (await new_product(client, admin, sku="B-1", stock=1))["id"]
+    short = await client.put(
+        "/reservations/o", json=reserve_body((plenty, 2), (scarce, 2)), headers=customer
+    )
+    assert short.status_code == 409
+    assert scarce in short.json()["detail"]
+    assert (await stock_of(client, plenty, customer))["available"] == 10
+    unknown = await client.put(
+        "/reservations/o",
+        json=reserve_body(("00000000-0000-7000-8000-000000000000", 1)),
+        headers=customer,
+    )
+    assert unknown.status_code == 404
+
+
+async def test_release_and_commit_settle_once_and_never_contradict(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    admin, customer = auth("admin"), auth()
+    pid = (await new_product(client, admin, stock=4))["id"]
+    for order in ("keep", "drop"):
+        await client.put(f"/reservations/{order}", json=reserve_body((pid, 1)), headers=customer)
+    for _ in range(2):
+        assert (await client.post("/reservations/keep/commit", headers=customer)).status_code == 200
+        assert (
+            await client.post("/reservations/drop/release", headers=customer)
+        ).status_code == 200
+    assert await stock_of(client, pid, customer) == {"available": 3, "reserved": 0, "sold": 1}
+    assert (await client.post("/reservations/keep/release", headers=customer)).status_code == 409
+    assert (await client.post("/reservations/drop/commit", headers=customer)).status_code == 409
+    assert (await client.post("/reservations/none/commit", headers=customer)).status_code == 409
+    async with client.app.state.events.session_maker() as session:
+        kinds = [
+            r.event_type
+            for r in (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+        ]
+    assert kinds == ["stock.reserved", "stock.reserved", "stock.committed", "stock.released"]
+
+
+async def test_order_events_settle_reservations(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    admin, customer = auth("admin"), auth()
+    pid = (await new_product(client, admin, stock=4))["id"]
+    for order in ("o-ok", "o-ko"):
+        await client.put(f"/reservations/{order}", json=reserve_body((pid, 2)), headers=customer)
+    items = [OrderItem(product_id=pid, quantity=2, unit_price_cents=1999)]
+    confirmed = new_event(
+        OrderConfirmedV1(
+            order_id="o-ok", user_id="u", items=items, total_cents=3998, payment_id="p"
+        )
+    )
+    cancelled = new_event(
+        OrderCancelledV1(order_id="o-ko", user_id="u", items=items, reason="card_declined")
+    )
+    never_reserved = new_event(
+        OrderCancelledV1(order_id="o-none", user_id="u", items=items, reason="out_of_stock")
+    )
+    maker = client.app.state.events.session_maker
+    async with maker() as session, session.begin():
+        await on_order_confirmed(session, confirmed)
+        await on_order_cancelled(session, cancelled)
+        await on_order_cancelled(session, never_reserved)
+    assert await stock_of(client, pid, customer) == {"available": 2, "reserved": 0, "sold": 2}
