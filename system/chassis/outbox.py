@@ -16,12 +16,17 @@ Guarantees and choices:
   attempt, which starts again at the oldest unpublished row: a later event of a key is
   never sent before an earlier one was acknowledged. (Several relays on one database --
   replicas sharing it -- may both send a row, never an earlier row after a later one.)
-* **Kafka unavailable.** An idempotent producer never fails a send by itself: it retries
-  until the broker is back. The relay bounds each send (``send_timeout``); when a send or
-  the producer's start fails, rows stay, the producer is closed (its stuck batches are
-  abandoned) and re-created -- the factory is called again -- after an exponential,
-  jittered backoff (``min_backoff`` .. ``max_backoff``). A send that timed out may still
-  have reached Kafka: it is sent again, which the inbox absorbs.
+* **Kafka unavailable.** Rows stay unpublished until Kafka acknowledges them. If the
+  producer cannot start, or a send fails, the producer is closed and re-created -- the
+  factory is called again -- after an exponential, jittered backoff (``min_backoff`` ..
+  ``max_backoff``), and the next attempt starts again at the oldest unpublished row. An
+  idempotent producer never fails a send while the broker is merely unreachable: it
+  retries until the broker is back, then delivers once and in order. The relay waits for
+  it, and after ``stall_after`` seconds without an acknowledgement reports the stall
+  (``last_error``, ``outbox_publish_failures_total``, a warning). ``stop()`` waits for
+  it at most until its grace runs out, then abandons those sends (their rows stay for
+  the next start; a send abandoned after reaching Kafka is sent again -- a duplicate the
+  inbox absorbs).
 * **Wake-up.** A commit of a session that staged events wakes every running relay of the
   process (SQLAlchemy ``after_commit``); otherwise the relay polls every
   ``poll_interval`` seconds, which also picks up rows of other processes.
@@ -188,7 +193,9 @@ class _Metrics:
             "outbox_published", "Events the outbox relay published.", ["topic"], registry=registry
         )
         self.failures = Counter(
-            "outbox_publish_failures", "Failed outbox relay attempts.", registry=registry
+            "outbox_publish_failures",
+            "Outbox relay attempts that failed, or stalled waiting for Kafka.",
+            registry=registry,
         )
         self.lag = Histogram(
             "outbox_lag_seconds",
@@ -224,11 +231,13 @@ _ROW_COLUMNS = (
 
 
 _CLOSE_GRACE = 2.0
-"""Seconds a producer's stop() may wait for in-flight sends before they are abandoned."""
+"""Seconds for each step of closing a producer."""
+_TICK = 0.25
+"""Seconds between checks of the stop deadline while a wave of sends is in flight."""
 
 
 class _Abandoned(Exception):
-    """Set on sends the relay gave up on when it closed their producer."""
+    """A send the relay stopped waiting for (stop deadline reached)."""
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -251,7 +260,7 @@ class OutboxRelay:
 
     ``producer`` is a bootstrap address (``"host:port"``) or a :data:`ProducerFactory`.
     Use ``await relay.start()`` in a service's startup and ``await relay.stop()`` in its
-    shutdown (it publishes what is pending, within ``timeout``); or ``async with relay``.
+    shutdown (it publishes what is pending, within ``grace``); or ``async with relay``.
     """
 
     def __init__(
@@ -263,7 +272,7 @@ class OutboxRelay:
         poll_interval: float = 0.5,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
-        send_timeout: float = 15.0,
+        stall_after: float = 10.0,
         retain_published: float = 600.0,
         purge_interval: float = 60.0,
         tracer_provider: TracerProvider | None = None,
@@ -277,7 +286,7 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
-        self._send_timeout = send_timeout
+        self._stall_after = stall_after
         self._retain = timedelta(seconds=retain_published)
         self._purge_interval = purge_interval
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
@@ -289,12 +298,13 @@ class OutboxRelay:
         self._flush_on_stop = True
         self._deadline = 0.0
         self._producer: Producer | None = None
+        self._abandoned = False
         self._cycles = 0
         self._idle_cycle = 0
         self._idle = asyncio.Condition()
         self._last_purge = 0.0
         self.last_error: BaseException | None = None
-        """The last failure of a relay attempt (``None`` after a successful one)."""
+        """The last failure or stall of the relay (``None`` after a successful cycle)."""
 
     # -- life cycle ----------------------------------------------------------------------
     @property
@@ -307,24 +317,24 @@ class OutboxRelay:
             return
         self._loop = asyncio.get_running_loop()
         self._stopping.clear()
-        self._wake.set()  # first cycle at once: rows may be left from a previous run
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
         _RELAYS.add(self)
 
     async def stop(self, *, flush: bool = True, grace: float = 10.0) -> None:
-        """Stop the task; with ``flush``, first publish what is pending, for up to ``grace``
-        seconds (what is left stays in the outbox for the next start)."""
+        """Stop the task. With ``flush``, first publish what is pending; without, only let
+        the sends in flight finish. Either way for at most ``grace`` seconds: what is left
+        stays in the outbox for the next start."""
         _RELAYS.discard(self)
         task, self._task = self._task, None
         if task is None:
             return
         assert self._loop is not None
         self._flush_on_stop = flush
-        self._deadline = self._loop.time() + (grace if flush else 0.0)
+        self._deadline = self._loop.time() + grace
         self._stopping.set()
         self._wake.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), grace + 2.0)
+            await asyncio.wait_for(asyncio.shield(task), grace + 3 * _CLOSE_GRACE)
         except TimeoutError:
             log.warning("outbox relay did not stop within %.1fs; cancelling it", grace)
             task.cancel()
@@ -367,7 +377,7 @@ class OutboxRelay:
 
     # -- the loop ------------------------------------------------------------------------
     def _closing(self) -> bool:
-        """Stopping, and either not flushing or past the flush deadline."""
+        """Stopping, and either not flushing or past the deadline: start no new cycle."""
         assert self._loop is not None
         return self._stopping.is_set() and (
             not self._flush_on_stop or self._loop.time() >= self._deadline
@@ -384,7 +394,10 @@ class OutboxRelay:
                     self.last_error = exc
                     self._metrics.failures.inc()
                     if isinstance(exc, _PublishFailed):
-                        log.warning("outbox relay: Kafka publish failed (%s); retrying", exc)
+                        if self._closing():
+                            log.info("outbox relay: stopping with events unpublished (%s)", exc)
+                        else:
+                            log.warning("outbox relay: Kafka publish failed (%s); retrying", exc)
                         await self._close_producer()
                     else:
                         log.exception("outbox relay: cycle failed; retrying")
@@ -427,25 +440,43 @@ class OutboxRelay:
         return self._producer
 
     async def _close_producer(self) -> None:
-        """Stop the producer; if batches it cannot deliver hold it up, abandon them."""
         producer, self._producer = self._producer, None
+        abandoned, self._abandoned = self._abandoned, False
         if producer is None:
+            return
+        if abandoned:
+            await self._abort(producer, None)
             return
         stopping = asyncio.ensure_future(producer.stop())
         done, _ = await asyncio.wait({stopping}, timeout=_CLOSE_GRACE)
-        if not done:
-            # an idempotent aiokafka producer retries undeliverable batches forever and
-            # stop() waits for them: fail them (their rows stay unpublished), then it stops
-            accumulator = getattr(producer, "_message_accumulator", None)
-            if accumulator is not None and hasattr(accumulator, "fail_all"):
-                log.info("outbox relay: abandoning the undelivered sends of a stuck producer")
-                accumulator.fail_all(_Abandoned("the outbox relay closed this producer"))
-            done, _ = await asyncio.wait({stopping}, timeout=_CLOSE_GRACE)
-        if not done:
-            log.warning("outbox relay: the Kafka producer did not stop; abandoning it")
-            stopping.cancel()
+        if not done:  # stop() waits for sends the broker cannot take
+            await self._abort(producer, stopping)
         elif not stopping.cancelled() and (error := stopping.exception()) is not None:
             log.warning("outbox relay: closing the Kafka producer failed: %r", error)
+
+    async def _abort(self, producer: Producer, stopping: asyncio.Future[None] | None) -> None:
+        """Close a producer without delivering its pending sends.
+
+        aiokafka has no such call: an idempotent producer retries a batch until the broker
+        takes it, and ``stop()`` waits for that. So its sender task is cancelled, then its
+        connections closed (or its ``stop()``, already waiting, lets go).
+        """
+        log.info("outbox relay: abandoning the undelivered sends of the Kafka producer")
+        internals: Any = producer
+        sender = getattr(getattr(internals, "_sender", None), "sender_task", None)
+        if isinstance(sender, asyncio.Future) and not sender.done():
+            sender.cancel()
+            await asyncio.wait({sender}, timeout=_CLOSE_GRACE)
+        try:
+            if stopping is not None:
+                await asyncio.wait_for(stopping, _CLOSE_GRACE)
+            elif (client := getattr(internals, "client", None)) is not None:
+                await asyncio.wait_for(client.close(), _CLOSE_GRACE)
+                internals._closed = True  # closed by hand: its __del__ must not warn
+            else:
+                await asyncio.wait_for(producer.stop(), _CLOSE_GRACE)
+        except Exception as exc:
+            log.warning("outbox relay: the Kafka producer did not close cleanly: %r", exc)
 
     async def _cycle(self) -> int:
         """One batch: read, publish, mark. Returns how many rows are still pending."""
@@ -476,7 +507,7 @@ class OutboxRelay:
         remaining = pending - len(published)
         self._metrics.pending.set(remaining)
         if failure is not None:
-            # the successful prefix is marked; everything else waits for the next attempt
+            # the acknowledged rows are marked; everything else waits for the next attempt
             raise failure
         if remaining == 0:
             self._idle_cycle = cycle
@@ -499,19 +530,49 @@ class OutboxRelay:
             for row in remaining:
                 (later if row.key in keys else wave).append(row)
                 keys.add(row.key)
-            results = await asyncio.gather(
-                *(self._send(producer, row) for row in wave), return_exceptions=True
-            )
+            sends = [asyncio.ensure_future(self._send(producer, row)) for row in wave]
+            try:
+                await self._await_wave(sends)
+            except BaseException:
+                for send in sends:
+                    send.cancel()
+                await asyncio.gather(*sends, return_exceptions=True)
+                raise
             failure: BaseException | None = None
-            for row, result in zip(wave, results, strict=True):
-                if isinstance(result, BaseException):
-                    failure = failure or result
-                else:
+            for row, send in zip(wave, sends, strict=True):
+                error = _Abandoned("stopped waiting") if send.cancelled() else send.exception()
+                if error is None:
                     acknowledged.append(row)
+                else:
+                    failure = failure or error
             if failure is not None:
                 raise _PublishFailed(failure, acknowledged)
             remaining = later
         return acknowledged
+
+    async def _await_wave(self, sends: Sequence[asyncio.Future[None]]) -> None:
+        """Wait for a wave: report a stall after ``stall_after`` seconds, and abandon the
+        sends still unacknowledged when the stop deadline passes."""
+        assert self._loop is not None
+        stall_at = self._loop.time() + self._stall_after
+        pending: set[asyncio.Future[None]] = set(sends)
+        stalled = False
+        while pending:
+            if self._stopping.is_set() and self._loop.time() >= self._deadline:
+                self._abandoned = True
+                for send in pending:
+                    send.cancel()
+                await asyncio.wait(pending)
+                return
+            _, pending = await asyncio.wait(pending, timeout=_TICK)
+            if pending and not stalled and self._loop.time() >= stall_at:
+                stalled = True
+                self.last_error = TimeoutError(
+                    f"Kafka has not acknowledged {len(pending)} sends for "
+                    f"{self._stall_after:.1f}s; the producer keeps retrying"
+                )
+                self._metrics.failures.inc()
+                log.warning("outbox relay: %s", self.last_error)
 
     async def _send(self, producer: Producer, row: Any) -> None:
         parent = propagate.extract(row.headers or {})
@@ -539,36 +600,22 @@ class OutboxRelay:
             ("event-version", str(row.event_version).encode()),
             ("event-id", row.event_id.encode()),
         ]
-        budget = self._send_budget()
         try:
-            try:
-                async with asyncio.timeout(budget):
-                    delivery = asyncio.ensure_future(
-                        await producer.send(
-                            row.topic, row.payload, key=row.key.encode(), headers=headers
-                        )
-                    )
-                    delivery.add_done_callback(_retrieve)
-                    metadata = await asyncio.shield(delivery)  # never cancel the producer's
-            except TimeoutError:
-                raise TimeoutError(f"no acknowledgement from Kafka within {budget:.1f}s") from None
+            delivery = asyncio.ensure_future(
+                await producer.send(row.topic, row.payload, key=row.key.encode(), headers=headers)
+            )
+            delivery.add_done_callback(_retrieve)
+            metadata = await asyncio.shield(delivery)  # never cancel the producer's future
         except BaseException as exc:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise
         else:
-            with contextlib.suppress(AttributeError):
+            with contextlib.suppress(AttributeError, TypeError, ValueError):
                 span.set_attribute("messaging.destination.partition.id", str(metadata.partition))
                 span.set_attribute("messaging.kafka.offset", int(metadata.offset))
         finally:
             span.end()
-
-    def _send_budget(self) -> float:
-        """``send_timeout``, cut short by the flush deadline while stopping."""
-        assert self._loop is not None
-        if self._stopping.is_set():
-            return max(0.1, min(self._send_timeout, self._deadline - self._loop.time()))
-        return self._send_timeout
 
     async def _mark_published(self, rows: Sequence[Any]) -> None:
         now = datetime.now(UTC)

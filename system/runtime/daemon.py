@@ -76,6 +76,7 @@ def run(paths: StackPaths) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # every probe would be a line
     try:
         lock = _lock(paths)
     except StackBusy as exc:

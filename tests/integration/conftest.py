@@ -17,8 +17,10 @@ import pytest
 from harness.localstack import free_port_base, local_stack
 from system.runtime.paths import StackPaths
 from system.runtime.state import StackSettings
+from system.runtime.topology import DEFAULT_TOPOLOGY_FILE
 
 UPSTREAM = Path(__file__).with_name("upstream.py")
+CLIENT_RPS = 20
 TEST_TOPIC = "runtime.test"
 
 
@@ -66,3 +68,19 @@ def stack(
     with local_stack(stack_paths, settings) as state:
         print(f"stack up at port base {state['port_base']}", file=sys.stderr)
         yield state
+
+
+@pytest.fixture(scope="session")
+def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The real system (``system/topology.toml``: users, products x2, payments) on its own
+    ports; the state also carries ``data_dir`` (for the seeded admin's password)."""
+    home = tmp_path_factory.mktemp("services-home")
+    paths = StackPaths.for_stack("services", home)
+    topology = home / "topology.toml"  # the real one, with a per-client limit a test can hit
+    topology.write_text(
+        DEFAULT_TOPOLOGY_FILE.read_text() + f"\n[gateway]\nclient_rps = {CLIENT_RPS}\n"
+    )
+    settings = StackSettings(name="services", topology_file=str(topology))
+    settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
+    with local_stack(paths, settings) as state:
+        yield {**state, "data_dir": str(paths.data)}

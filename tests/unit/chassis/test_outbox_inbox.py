@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -132,6 +133,22 @@ class FakeKafka:
         self.started = 0
         self.stopped = 0
         self.refuse_start = False
+        self.holding = False
+        self.held: list[tuple[asyncio.Future[Any], tuple[str, bytes, bytes, dict[str, bytes]]]] = []
+
+    def deliver(
+        self, future: asyncio.Future[Any], message: tuple[str, bytes, bytes, dict[str, bytes]]
+    ) -> None:
+        self.sent.append(message)
+        future.set_result(SimpleNamespace(partition=0, offset=len(self.sent) - 1))
+
+    def release(self) -> None:
+        """The broker is back: held sends are delivered, in order."""
+        self.holding = False
+        for future, message in self.held:
+            if not future.done():
+                self.deliver(future, message)
+        self.held.clear()
 
     def factory(self) -> Producer:
         kafka = self
@@ -152,9 +169,10 @@ class FakeKafka:
                 await asyncio.sleep(0)
                 if kafka.fail(topic, key):
                     future.set_exception(TimeoutError("request timed out"))
+                elif kafka.holding:  # the broker is unreachable: the producer keeps retrying
+                    kafka.held.append((future, (topic, key, value, dict(headers))))
                 else:
-                    kafka.sent.append((topic, key, value, dict(headers)))
-                    future.set_result(SimpleNamespace(partition=0, offset=len(kafka.sent) - 1))
+                    kafka.deliver(future, (topic, key, value, dict(headers)))
                 return future
 
         return FakeProducer()
@@ -274,6 +292,52 @@ async def test_kafka_down_keeps_rows_until_it_is_back(maker: Maker) -> None:
         await relay.stop()
     rows = await outbox_rows(maker)
     assert kafka.event_ids() == [r.event_id for r in rows]
+
+
+@pytest.mark.asyncio
+async def test_a_stalled_send_is_reported_and_completes_when_kafka_is_back(maker: Maker) -> None:
+    kafka = FakeKafka()
+    registry = CollectorRegistry()
+    relay = OutboxRelay(
+        maker, kafka.factory, poll_interval=30.0, stall_after=0.1, registry=registry
+    )
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 2.0)
+        kafka.holding = True
+        async with maker() as session, session.begin():
+            stage(session, placed("o-1", n=1))
+            stage(session, placed("o-1", n=2))
+        await eventually(lambda: relay.last_error, "the stall reported")
+        assert isinstance(relay.last_error, TimeoutError)
+        assert registry.get_sample_value("outbox_publish_failures_total") == 1
+        assert len(kafka.held) == 1, "one send per key in flight"
+        kafka.release()
+        await asyncio.wait_for(relay.flush(), 2.0)
+        assert relay.last_error is None
+    finally:
+        await relay.stop()
+    assert kafka.event_ids() == [r.event_id for r in await outbox_rows(maker)]
+    assert kafka.started == 1, "a stalled producer is waited for, not replaced"
+
+
+@pytest.mark.asyncio
+async def test_stop_gives_up_on_a_stuck_send_after_its_grace(maker: Maker) -> None:
+    kafka = FakeKafka()
+    relay = relay_for(maker, kafka)
+    await relay.start()
+    await asyncio.wait_for(relay.flush(), 2.0)
+    kafka.holding = True
+    async with maker() as session, session.begin():
+        stage(session, placed("o-1"))
+    await eventually(lambda: kafka.held, "a send in flight")
+    began = asyncio.get_running_loop().time()
+    await relay.stop(grace=0.2)
+    assert asyncio.get_running_loop().time() - began < 2.0
+    assert not relay.running
+    assert kafka.stopped == kafka.started == 1
+    [row] = await outbox_rows(maker)
+    assert row.published_at is None, "kept for the next start"
 
 
 @pytest.mark.asyncio
@@ -456,3 +520,30 @@ async def test_the_consumer_span_continues_the_producer_trace(
 def _attr(span: ReadableSpan, name: str) -> Any:
     assert span.attributes is not None
     return span.attributes.get(name)
+
+
+@pytest.mark.asyncio
+async def test_a_consumer_without_kafka_keeps_trying_and_stops_cleanly(maker: Maker) -> None:
+    consumer = EventConsumer(
+        maker,
+        f"127.0.0.1:{_closed_port()}",
+        "unit",
+        ["orders.events"],
+        {"order.placed": record_effect},
+        retry_backoff=0.05,
+        registry=CollectorRegistry(),
+    )
+    await consumer.start()
+    await asyncio.sleep(0.3)
+    assert consumer.running
+    began = asyncio.get_running_loop().time()
+    await consumer.stop(grace=5.0)
+    assert asyncio.get_running_loop().time() - began < 2.0
+    assert not consumer.running
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
