@@ -28,10 +28,10 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.auth import jwt_auth
-from system.chassis.db import create_engine
+from system.chassis.db import create_engine, create_reader
 from system.chassis.events import EventHandler, EventRuntime
 from system.chassis.health import HealthController, database_check
 from system.chassis.outbound import MeshClient
@@ -65,9 +65,19 @@ class MetricsController(PrometheusController):
 def create_app(settings: ServiceSettings, parts: ServiceParts) -> Litestar:
     configure_logging(settings)
     engine = create_engine(settings)
+    reader = create_reader(settings, engine)
+    read_maker = async_sessionmaker(reader, expire_on_commit=False)
+
+    async def db_read() -> AsyncIterator[AsyncSession]:
+        async with read_maker() as session:
+            yield session
+
     provider = tracer_provider(settings)
     sql_tracing = SQLAlchemyInstrumentor()
-    sql_tracing.instrument(engine=engine.sync_engine, tracer_provider=provider)
+    sql_tracing.instrument(
+        engines=list({id(e): e.sync_engine for e in (engine, reader)}.values()),
+        tracer_provider=provider,
+    )
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     alchemy = SQLAlchemyAsyncConfig(
         engine_instance=engine,
@@ -99,6 +109,8 @@ def create_app(settings: ServiceSettings, parts: ServiceParts) -> Litestar:
             provider.shutdown()
             sql_tracing.uninstrument()
             await engine.dispose()
+            if reader is not engine:
+                await reader.dispose()
 
     auth = jwt_auth(settings, parts.public_paths) if settings.jwt_public_key_file else None
     observability = ["/health", "/metrics", "/schema"]
@@ -107,13 +119,18 @@ def create_app(settings: ServiceSettings, parts: ServiceParts) -> Litestar:
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "mesh": Provide(_mesh, sync_to_thread=False),
+            "db_read": Provide(db_read),
             **parts.dependencies,
         },
         plugins=[
             SQLAlchemyPlugin(alchemy),
             problem_details_plugin(),
             OpenTelemetryPlugin(
-                OpenTelemetryConfig(tracer_provider=provider, exclude=observability)
+                OpenTelemetryConfig(
+                    tracer_provider=provider,
+                    exclude=observability,
+                    exclude_spans=["receive", "send"],  # one server span a request
+                )
             ),
         ],
         middleware=[

@@ -6,8 +6,10 @@ bypasses the gateway without a valid token gets 401.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
@@ -19,6 +21,67 @@ from system.chassis.settings import ServiceSettings
 
 ROLES = ("customer", "admin")
 ALWAYS_PUBLIC = ("/health", "/metrics", "/schema")
+
+
+class VerifiedTokens(Token):
+    """Token decoding that remembers what it verified.
+
+    Checking an RS256 signature and parsing the claims costs ~0.3 ms a request here, and
+    a client sends the same token on every request. A verified token is kept (bounded,
+    least recently used first out) and served again only while it has not expired; a
+    token that fails verification is never kept.
+    """
+
+    _verified: ClassVar[OrderedDict[tuple[Any, ...], VerifiedTokens]] = OrderedDict()
+    max_entries: ClassVar[int] = 4096
+
+    @classmethod
+    def decode(
+        cls,
+        encoded_token: str,
+        secret: str,
+        algorithm: str,
+        audience: str | Sequence[str] | None = None,
+        issuer: str | Sequence[str] | None = None,
+        require_claims: Sequence[str] | None = None,
+        verify_exp: bool = True,
+        verify_nbf: bool = True,
+        strict_audience: bool = False,
+    ) -> Self:
+        key = (
+            encoded_token,
+            secret,
+            algorithm,
+            _frozen(audience),
+            _frozen(issuer),
+            _frozen(require_claims),
+            verify_exp,
+            verify_nbf,
+            strict_audience,
+        )
+        cached = cls._verified.get(key)
+        if cached is not None and cached.exp > datetime.now(UTC):
+            cls._verified.move_to_end(key)
+            return cached  # type: ignore[return-value]
+        token = super().decode(
+            encoded_token,
+            secret,
+            algorithm,
+            audience,
+            issuer,
+            require_claims,
+            verify_exp,
+            verify_nbf,
+            strict_audience,
+        )
+        cls._verified[key] = token
+        if len(cls._verified) > cls.max_entries:
+            cls._verified.popitem(last=False)
+        return token
+
+
+def _frozen(value: str | Sequence[str] | None) -> tuple[str, ...] | str | None:
+    return value if value is None or isinstance(value, str) else tuple(value)
 
 
 class Principal(Struct, frozen=True):
@@ -45,6 +108,7 @@ def jwt_auth(
     if settings.jwt_public_key_file is None:
         raise ValueError(f"{settings.name}: jwt_public_key_file is not set")
     return JWTAuth[Principal, Token](
+        token_cls=VerifiedTokens,
         token_secret=settings.jwt_public_key_file.read_text(),
         algorithm="RS256",
         retrieve_user_handler=principal_from_token,

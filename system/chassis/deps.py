@@ -10,4 +10,7 @@ from system.chassis.outbound import MeshClient
 
 DbSession = NamedDependency[AsyncSession]
 """The request's transaction: committed after a 2xx/3xx response, else rolled back."""
+ReadSession = NamedDependency[AsyncSession]
+"""A read-only session (``db_read``) for handlers that never write: on SQLite it uses the
+reader pool, so reads do not queue behind the single writer connection."""
 Mesh = NamedDependency[MeshClient]

@@ -220,7 +220,13 @@ class EventConsumer:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def connected(self) -> bool:
+        """The Kafka consumer has started (for readiness checks)."""
+        return self._consumer is not None
+
     async def start(self) -> None:
+        """Start the background task (returns at once; it connects, retrying, by itself)."""
         if self.running:
             return
         self._stopping.clear()

@@ -311,6 +311,11 @@ class OutboxRelay:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def connected(self) -> bool:
+        """A Kafka producer is started (made on the first pending event, kept after)."""
+        return self._producer is not None
+
     async def start(self) -> None:
         """Start the background task (returns at once; Kafka may still be unreachable)."""
         if self.running:
@@ -523,7 +528,7 @@ class OutboxRelay:
         """
         acknowledged: list[Any] = []
         remaining = list(rows)
-        while remaining:
+        while remaining and not self._closing():
             wave: list[Any] = []
             later: list[Any] = []
             keys: set[str] = set()

@@ -33,6 +33,8 @@ class ServiceSettings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy async URL; default: a SQLite file ``<data_dir>/<name>.db``."""
     database_pool_size: int = Field(10, ge=1, le=200)
+    sqlite_readers: int = Field(4, ge=1, le=32)
+    """Read-only connections beside SQLite's single writer (WAL readers run concurrently)."""
     kafka_bootstrap: str | None = None
     """``host:port`` of Kafka; unset means events are kept in the outbox, not relayed."""
     otlp_endpoint: str | None = None

@@ -30,6 +30,7 @@ DEBIAN_PACKAGES = {
     "pg_ctl": "postgresql",
     "java": "openjdk-17-jre-headless",
     "mvn": "maven",
+    "wrk": "wrk",  # the HTTP benchmarks' load generator
 }
 POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin/pg_ctl"
 
@@ -148,7 +149,7 @@ def steps() -> list[Step]:
     can_apt = shutil.which("apt-get") is not None and os.geteuid() == 0
     return [
         Step(
-            "Debian packages (Prometheus, PostgreSQL, Redis, Java, Maven)",
+            "Debian packages (Prometheus, PostgreSQL, Redis, Java, Maven, wrk)",
             done=lambda: not _missing_debian(),
             run=_apt_install,
             needs=() if can_apt else ("apt-get (as root)",),

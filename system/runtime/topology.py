@@ -111,6 +111,17 @@ class GatewayPolicy:
     max_request_bytes: int = 1024 * 1024
     timeout_s: float = 10.0
     retries: int = 2
+    trace_sampling_percent: float = 100.0
+    """Share of requests the gateway starts a sampled trace for; services follow the
+    gateway's decision (parent-based sampling). 100 for tests, lower for load runs."""
+
+    def validate(self) -> None:
+        if min(self.client_rps, self.shared_rps, self.max_request_bytes) < 1:
+            raise TopologyError(f"gateway policy {self} has a non-positive limit")
+        if self.timeout_s <= 0:
+            raise TopologyError("gateway.timeout_s must be positive")
+        if not 0 <= self.trace_sampling_percent <= 100:
+            raise TopologyError("gateway.trace_sampling_percent must be within 0..100")
 
 
 @dataclass(frozen=True)
@@ -194,9 +205,7 @@ class Topology:
             for callee in s.calls:
                 if callee not in names:
                     raise TopologyError(f"services.{s.name}.calls names unknown {callee!r}")
-        g = self.gateway
-        if min(g.client_rps, g.shared_rps, g.max_request_bytes) < 1 or g.timeout_s <= 0:
-            raise TopologyError(f"gateway policy {g} has a non-positive limit")
+        self.gateway.validate()
         for t in self.topics:
             if not _TOPIC.match(t.name) or t.partitions < 1:
                 raise TopologyError(f"topic {t.name!r} ({t.partitions} partitions) is not valid")

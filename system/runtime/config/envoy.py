@@ -74,6 +74,7 @@ def _access_log(listener: str) -> list[dict[str, Any]]:
 
 def _tracing(service_name: str, topology: Topology) -> dict[str, Any]:
     return {
+        "random_sampling": {"value": topology.gateway.trace_sampling_percent},
         "provider": {
             "name": "envoy.tracers.opentelemetry",
             "typed_config": {
@@ -87,7 +88,7 @@ def _tracing(service_name: str, topology: Topology) -> dict[str, Any]:
                     }
                 },
             },
-        }
+        },
     }
 
 

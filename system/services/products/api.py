@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from system.chassis.auth import Principal, requires_role
-from system.chassis.deps import DbSession
+from system.chassis.deps import DbSession, ReadSession
 from system.chassis.outbox import stage
 from system.chassis.problems import problem_responses
 from system.events.schemas import (
@@ -129,7 +129,7 @@ class CatalogController(Controller):
     @get("/", responses=problem_responses(400, 401))
     async def list_products(
         self,
-        db_session: DbSession,
+        db_read: ReadSession,
         settings: NamedDependency[ProductsSettings],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 20,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
@@ -157,18 +157,18 @@ class CatalogController(Controller):
         if in_stock is not None:
             where.append(Product.available > 0 if in_stock else Product.available == 0)
         limit = min(limit, settings.max_page_size)
-        total = await db_session.scalar(select(func.count()).select_from(Product).where(*where))
-        rows = await db_session.scalars(
+        total = await db_read.scalar(select(func.count()).select_from(Product).where(*where))
+        rows = await db_read.scalars(
             select(Product).where(*where).order_by(Product.id).limit(limit).offset(offset)
         )
         return ProductPage([_view(p) for p in rows], total or 0, limit, offset)
 
     @get("/{product_id:uuid}", responses=problem_responses(401, 404))
     async def get_product(
-        self, product_id: FromPath[uuid.UUID], db_session: DbSession
+        self, product_id: FromPath[uuid.UUID], db_read: ReadSession
     ) -> ProductView:
         """One product with its stock levels."""
-        return _view(await _product(db_session, product_id))
+        return _view(await _product(db_read, product_id))
 
     @post(
         "/",

@@ -186,6 +186,11 @@ def relay_for(maker: Maker, kafka: FakeKafka, **options: Any) -> OutboxRelay:
     return OutboxRelay(maker, kafka.factory, registry=CollectorRegistry(), **options)
 
 
+def last_error(relay: OutboxRelay) -> BaseException | None:
+    """The relay's last error, read afresh (it changes behind the awaits)."""
+    return relay.last_error
+
+
 async def eventually(check: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
     """Poll ``check`` until it returns something truthy, or fail naming ``what``."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -283,11 +288,11 @@ async def test_kafka_down_keeps_rows_until_it_is_back(maker: Maker) -> None:
             for i in range(3):
                 stage(session, placed("o-1", n=i + 1))
         await eventually(lambda: kafka.started >= 3, "several connection attempts")
-        assert relay.last_error is not None
+        assert last_error(relay) is not None
         assert [r.published_at for r in await outbox_rows(maker)] == [None] * 3
         kafka.refuse_start = False
         await asyncio.wait_for(relay.flush(), 5.0)
-        assert relay.last_error is None
+        assert last_error(relay) is None
     finally:
         await relay.stop()
     rows = await outbox_rows(maker)
@@ -309,12 +314,12 @@ async def test_a_stalled_send_is_reported_and_completes_when_kafka_is_back(maker
             stage(session, placed("o-1", n=1))
             stage(session, placed("o-1", n=2))
         await eventually(lambda: relay.last_error, "the stall reported")
-        assert isinstance(relay.last_error, TimeoutError)
+        assert isinstance(last_error(relay), TimeoutError)
         assert registry.get_sample_value("outbox_publish_failures_total") == 1
         assert len(kafka.held) == 1, "one send per key in flight"
         kafka.release()
         await asyncio.wait_for(relay.flush(), 2.0)
-        assert relay.last_error is None
+        assert last_error(relay) is None
     finally:
         await relay.stop()
     assert kafka.event_ids() == [r.event_id for r in await outbox_rows(maker)]
