@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import httpx
 from advanced_alchemy.base import orm_registry
 from advanced_alchemy.extensions.litestar import (
     AsyncSessionConfig,
@@ -53,6 +54,8 @@ class ServiceParts:
     """Event type → handler, run exactly once per event through the inbox."""
     dependencies: Mapping[str, Provide] = field(default_factory=dict)
     on_startup: Sequence[Hook] = ()
+    on_shutdown: Sequence[Hook] = ()
+    """Run first on shutdown, before the event plumbing stops (e.g. stop background work)."""
     version: str = "1.0.0"
     description: str = ""
 
@@ -62,7 +65,14 @@ class MetricsController(PrometheusController):
     include_in_schema = False
 
 
-def create_app(settings: ServiceSettings, parts: ServiceParts) -> Litestar:
+def create_app(
+    settings: ServiceSettings,
+    parts: ServiceParts,
+    *,
+    mesh_transport: httpx.AsyncBaseTransport | None = None,
+) -> Litestar:
+    """``mesh_transport`` replaces the network under the mesh client (tests route the
+    upstream names to in-process apps with it)."""
     configure_logging(settings)
     engine = create_engine(settings)
     reader = create_reader(settings, engine)
@@ -95,15 +105,21 @@ def create_app(settings: ServiceSettings, parts: ServiceParts) -> Litestar:
             settings.mesh,
             timeout=settings.mesh_timeout_s,
             retries=settings.mesh_retries,
+            breaker_threshold=settings.mesh_breaker_threshold,
+            breaker_reset_s=settings.mesh_breaker_reset_s,
             tracer_provider=provider,
+            transport=mesh_transport,
         )
         app.state.mesh = mesh
+        app.state.tracer_provider = provider
         for hook in parts.on_startup:
             await hook(app)
         await events.start()
         try:
             yield
         finally:
+            for hook in parts.on_shutdown:
+                await hook(app)
             await events.stop()
             await mesh.aclose()
             provider.shutdown()

@@ -19,7 +19,8 @@ from msgspec import Struct
 
 from system.chassis.settings import ServiceSettings
 
-ROLES = ("customer", "admin")
+ROLES = ("customer", "admin", "service")
+"""``service``: another service of the system, by client credentials (users ``/token``)."""
 ALWAYS_PUBLIC = ("/health", "/metrics", "/schema")
 
 

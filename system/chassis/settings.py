@@ -44,8 +44,13 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "microharness"
     mesh: dict[str, str] = Field(default_factory=dict)
     """Upstream service name → base URL of its Envoy mesh listener (JSON in the env)."""
+    client_secret: str | None = None
+    """This service's client-credentials secret: it asks ``users`` for a service token
+    (``POST /token``) to call other services through the mesh."""
     mesh_timeout_s: float = Field(2.0, gt=0)
     mesh_retries: int = Field(2, ge=0, le=5)
+    mesh_breaker_threshold: int = Field(5, ge=1)
+    mesh_breaker_reset_s: float = Field(10.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -219,6 +220,21 @@ def jwt_keys(paths: StackPaths) -> KeyFiles:
     return KeyFiles(paths.data / "jwt")
 
 
+def client_secrets(topology: Topology, paths: StackPaths) -> dict[str, str]:
+    """Client-credentials secrets of the services that call others, made once per stack
+    next to the JWT keys (``data/jwt/clients.json``, mode 0600, never committed)."""
+    path = jwt_keys(paths).folder / "clients.json"
+    secrets_by_client: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    callers = [s.name for s in topology.services if s.calls]
+    if any(name not in secrets_by_client for name in callers):
+        for name in callers:
+            secrets_by_client.setdefault(name, secrets.token_urlsafe(32))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(secrets_by_client, indent=2))
+    return secrets_by_client
+
+
 def service_env(topology: Topology, paths: StackPaths, name: str, replica: int) -> dict[str, str]:
     """What a replica is told about the stack, under its own prefix (``PRODUCTS_PORT``...),
     read by its typed settings (:class:`system.chassis.settings.ServiceSettings`)."""
@@ -241,6 +257,10 @@ def service_env(topology: Topology, paths: StackPaths, name: str, replica: int) 
         values["JWT_AUDIENCE"] = JWT_AUDIENCE
     if service.issues_tokens:
         values["JWT_PRIVATE_KEY_FILE"] = str(keys.private)
+        client_secrets(topology, paths)
+        values["SERVICE_CLIENTS_FILE"] = str(keys.folder / "clients.json")
+    if service.calls and topology.token_issuer is not None:
+        values["CLIENT_SECRET"] = client_secrets(topology, paths)[name]
     prefix = f"{name.upper()}_"
     env = {f"{prefix}{key}": value for key, value in values.items()}
     env["PYTHONUNBUFFERED"] = "1"

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,14 @@ class Cli:
     def __init__(self, home: Path, topology: Path) -> None:
         self.env = {**os.environ, "HARNESS_HOME": str(home)}
         self.topology = topology
+        self.started: set[str] = set()
+        """Stacks an ``up`` was attempted for: the fixture downs them whatever happens."""
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if "up" in args:
+            self.started.update(
+                a.removeprefix("--stack=") for a in args if a.startswith("--stack=")
+            )
         result = subprocess.run(
             [sys.executable, "-m", "harness.cli", *args],
             env=self.env,
@@ -50,8 +57,11 @@ def pids_of(state: dict[str, Any]) -> dict[str, int]:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path / "home", write_topology(tmp_path))
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    runner = Cli(tmp_path / "home", write_topology(tmp_path))
+    yield runner
+    for stack in runner.started:
+        runner(f"--stack={stack}", "down", check=False)
 
 
 def test_up_restart_side_by_side_and_down(cli: Cli) -> None:

@@ -43,3 +43,16 @@ def test_callers_learn_the_mesh_address_of_each_callee(tmp_path: Path) -> None:
 def test_only_the_issuer_gets_the_private_key(tmp_path: Path) -> None:
     env = service_env(TOPOLOGY, StackPaths(tmp_path), "users", 1)
     assert env["USERS_JWT_PRIVATE_KEY_FILE"].endswith("private.pem")
+
+
+def test_callers_get_a_client_secret_the_issuer_knows(tmp_path: Path) -> None:
+    paths = StackPaths(tmp_path)
+    orders = service_env(TOPOLOGY, paths, "orders", 1)
+    users = service_env(TOPOLOGY, paths, "users", 1)
+    clients = json.loads(Path(users["USERS_SERVICE_CLIENTS_FILE"]).read_text())
+    assert clients == {"orders": orders["ORDERS_CLIENT_SECRET"]}
+    assert "PRODUCTS_CLIENT_SECRET" not in service_env(TOPOLOGY, paths, "products", 1)
+    assert (
+        service_env(TOPOLOGY, paths, "orders", 1)["ORDERS_CLIENT_SECRET"]
+        == (orders["ORDERS_CLIENT_SECRET"])
+    ), "made once per stack"

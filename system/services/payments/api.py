@@ -28,6 +28,8 @@ class Authorization(Struct, forbid_unknown_fields=True):
     order_id: OrderId
     amount_cents: Cents
     card_token: CardToken
+    user_id: Annotated[str, Meta(max_length=64)] | None = None
+    """Whose payment it is, when a service (the order saga) authorizes for a customer."""
 
 
 class PaymentView(Struct):
@@ -46,6 +48,10 @@ class ReconciliationView(Struct):
     settled_cents: int
     payments_by_status: dict[str, int]
     mismatches: list[str]
+
+
+def _payer(data: Authorization, caller: Principal) -> str:
+    return data.user_id if caller.role == "service" and data.user_id else caller.user_id
 
 
 def _view(p: Payment) -> PaymentView:
@@ -82,7 +88,7 @@ class PaymentsController(Controller):
                 order_id=data.order_id,
                 amount_cents=data.amount_cents,
                 card_token=data.card_token,
-                user_id=request.user.user_id,
+                user_id=_payer(data, request.user),
             )
         except ledger.PaymentConflict as exc:
             raise ClientException(status_code=409, detail=str(exc)) from None
@@ -94,7 +100,7 @@ class PaymentsController(Controller):
                 order_id=data.order_id,
                 amount_cents=data.amount_cents,
                 card_token=data.card_token,
-                user_id=request.user.user_id,
+                user_id=_payer(data, request.user),
             )
         if payment.status == "declined":
             await db_session.commit()  # a decline is a record too (errors are not committed)
@@ -121,7 +127,7 @@ class PaymentsController(Controller):
     @post(
         "/{order_id:str}/capture",
         status_code=200,
-        guards=[requires_role("admin")],
+        guards=[requires_role("admin", "service")],
         responses=problem_responses(401, 403, 404, 409),
     )
     async def capture(self, order_id: OrderPath, db_session: DbSession) -> PaymentView:
@@ -131,7 +137,7 @@ class PaymentsController(Controller):
     @post(
         "/{order_id:str}/refund",
         status_code=200,
-        guards=[requires_role("admin")],
+        guards=[requires_role("admin", "service")],
         responses=problem_responses(401, 403, 404, 409),
     )
     async def refund(self, order_id: OrderPath, db_session: DbSession) -> PaymentView:
@@ -143,7 +149,11 @@ class LedgerController(Controller):
     path = "/ledger"
     tags = ("ledger",)
 
-    @get("/reconciliation", guards=[requires_role("admin")], responses=problem_responses(401, 403))
+    @get(
+        "/reconciliation",
+        guards=[requires_role("admin", "service")],
+        responses=problem_responses(401, 403),
+    )
     async def reconciliation(self, db_session: DbSession) -> ReconciliationView:
         """Replays the ledger against every payment's status (admin)."""
         result = await ledger.reconcile(db_session)

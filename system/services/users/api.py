@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import uuid
 from typing import Annotated, Any
@@ -115,3 +116,27 @@ class UsersController(Controller):
         """The public keys that verify this service's tokens (RFC 7517)."""
         keys: dict[str, Any] = json.loads(request.app.state.jwks)
         return keys
+
+
+class ClientCredentials(Struct, forbid_unknown_fields=True):
+    client_id: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
+    client_secret: Annotated[str, Meta(min_length=16, max_length=200)]
+
+
+class ServiceTokenController(Controller):
+    """OAuth2-style client credentials: a service of the system trades its secret for a
+    short-lived token with the role ``service``."""
+
+    tags = ("service tokens",)
+
+    @post("/token", status_code=200, responses=problem_responses(400, 401))
+    async def token(
+        self, data: JSONBody[ClientCredentials], request: Request[Any, Any, Any]
+    ) -> AccessToken:
+        clients: dict[str, str] = request.app.state.service_clients
+        expected = clients.get(data.client_id)
+        if expected is None or not hmac.compare_digest(expected, data.client_secret):
+            raise NotAuthorizedException(detail="unknown client or wrong secret")
+        issuer: TokenIssuer = request.app.state.token_issuer
+        token = issuer.issue(user_id=f"svc:{data.client_id}", role="service", email="")
+        return AccessToken(token, "bearer", int(issuer.ttl.total_seconds()))

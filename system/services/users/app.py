@@ -10,12 +10,12 @@ from sqlalchemy import select
 from system.chassis.app import ServiceParts, create_app
 from system.chassis.keys import KeyFiles, jwks_of
 from system.chassis.settings import load_settings
-from system.services.users.api import UsersController
+from system.services.users.api import ServiceTokenController, UsersController
 from system.services.users.models import User
 from system.services.users.security import TokenIssuer, admin_password, hash_password
 from system.services.users.settings import UsersSettings
 
-PUBLIC = ("/register", "/login", "/.well-known/jwks.json")
+PUBLIC = ("/register", "/login", "/token", "/.well-known/jwks.json")
 
 
 def build(settings: UsersSettings) -> Litestar:
@@ -42,7 +42,7 @@ def build(settings: UsersSettings) -> Litestar:
     app = create_app(
         settings,
         ServiceParts(
-            route_handlers=[UsersController],
+            route_handlers=[UsersController, ServiceTokenController],
             public_paths=PUBLIC,
             on_startup=[seed_admin],
             description="Accounts and tokens.",
@@ -50,6 +50,11 @@ def build(settings: UsersSettings) -> Litestar:
     )
     app.state.token_issuer = issuer
     app.state.jwks = json.dumps(jwks_of(public_pem))
+    app.state.service_clients = (
+        json.loads(settings.service_clients_file.read_text())
+        if settings.service_clients_file is not None
+        else {}
+    )
     return app
 
 

@@ -17,6 +17,8 @@ class UsersSettings(ServiceSettings):
     jwt_private_key_file: Path | None = None
     """Signing key; unset means a dev key pair made once under ``<data_dir>/jwt``."""
     token_ttl_s: int = Field(3600, ge=60, le=86400)
+    service_clients_file: Path | None = None
+    """JSON object client id → secret of the services that may ask for a service token."""
     admin_email: str = "admin@microharness.test"
     admin_password: str | None = None
     """Seeded admin's password; unset means one is generated into ``<data_dir>``."""

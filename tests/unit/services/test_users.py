@@ -143,3 +143,23 @@ async def test_registration_stages_user_registered_in_the_same_transaction(
     async with client.app.state.events.session_maker() as session:
         rows = (await session.scalars(select(OutboxMessage))).all()
     assert [(r.event_type, r.key) for r in rows] == [("user.registered", created["id"])]
+
+
+async def test_a_service_trades_its_client_secret_for_a_service_token(tmp_path: Path) -> None:
+    clients = tmp_path / "clients.json"
+    clients.write_text('{"orders": "orders-secret-0123456789"}')
+    settings = UsersSettings(data_dir=tmp_path / "u", log_json=False, service_clients_file=clients)
+    async with AsyncTestClient(build(settings)) as client:
+        good = await client.post(
+            "/token", json={"client_id": "orders", "client_secret": "orders-secret-0123456789"}
+        )
+        wrong = await client.post(
+            "/token", json={"client_id": "orders", "client_secret": "not-the-secret-at-all"}
+        )
+        unknown = await client.post(
+            "/token", json={"client_id": "payments", "client_secret": "orders-secret-0123456789"}
+        )
+    assert good.status_code == 200
+    claims = jwt.decode(good.json()["access_token"], options={"verify_signature": False})
+    assert (claims["sub"], claims["role"]) == ("svc:orders", "service")
+    assert wrong.status_code == unknown.status_code == 401

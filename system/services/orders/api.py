@@ -1,0 +1,242 @@
+"""The orders API: place (202 + Location, Idempotency-Key), get, list, history."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from msgspec import Meta, Struct
+from opentelemetry import propagate
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from system.chassis.auth import Principal
+from system.chassis.deps import DbSession, ReadSession
+from system.chassis.outbound import UpstreamError
+from system.chassis.problems import problem_response, problem_responses
+from system.events.schemas import uuid7
+from system.services.orders import store
+from system.services.orders.aggregate import OrderState
+from system.services.orders.models import IdempotencyKey, OrderView
+from system.services.orders.settings import OrdersSettings
+
+Quantity = Annotated[int, Meta(ge=1, le=100)]
+CardToken = Annotated[str, Meta(pattern=r"^tok_[A-Za-z0-9_]{4,60}$", examples=["tok_visa_4242"])]
+IdemKey = Annotated[str, HeaderParameter(name="Idempotency-Key", min_length=8, max_length=200)]
+
+
+class LineItem(Struct, forbid_unknown_fields=True):
+    product_id: Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{36}$")]
+    quantity: Quantity
+
+
+class PlaceOrder(Struct, forbid_unknown_fields=True):
+    items: Annotated[list[LineItem], Meta(min_length=1, max_length=20)]
+    card_token: CardToken
+
+
+class OrderLine(Struct):
+    product_id: str
+    quantity: int
+    unit_price_cents: int
+
+
+class OrderResource(Struct):
+    order_id: str
+    user_id: str
+    status: str
+    total_cents: int
+    items: list[OrderLine]
+    reason: str | None
+    payment_id: str | None
+    version: int
+
+
+class OrderPage(Struct):
+    items: list[OrderResource]
+    total: int
+    limit: int
+    offset: int
+
+
+class HistoryEntry(Struct):
+    version: int
+    type: str
+    data: dict[str, Any]
+    occurred_at: str
+
+
+def _resource(v: OrderView) -> OrderResource:
+    return OrderResource(
+        v.order_id,
+        v.user_id,
+        v.status,
+        v.total_cents,
+        [OrderLine(**i) for i in v.items],
+        v.reason,
+        v.payment_id,
+        v.version,
+    )
+
+
+def _request_hash(body: PlaceOrder) -> str:
+    return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
+
+
+async def _visible(db: Any, order_id: str, user: Principal) -> OrderView:
+    view: OrderView | None = await db.scalar(
+        select(OrderView).where(OrderView.order_id == order_id)
+    )
+    if view is None or (view.user_id != user.user_id and user.role != "admin"):
+        raise NotFoundException(detail=f"no order {order_id}")
+    return view
+
+
+class OrdersController(Controller):
+    path = "/"
+    tags = ("orders",)
+
+    @post("/", status_code=202, responses=problem_responses(400, 401, 409, 422, 503))
+    async def place(
+        self,
+        data: JSONBody[PlaceOrder],
+        idempotency_key: IdemKey,
+        db_session: DbSession,
+        request: Request[Principal, Any, Any],
+    ) -> Response[Any]:
+        """Place an order; the saga finishes it asynchronously (poll the ``Location``)."""
+        settings: OrdersSettings = request.app.state.settings
+        user = request.user
+        digest = _request_hash(data)
+        seen = await db_session.scalar(
+            select(IdempotencyKey).where(
+                IdempotencyKey.user_id == user.user_id, IdempotencyKey.key == idempotency_key
+            )
+        )
+        if seen is not None:
+            if seen.request_hash != digest:
+                raise ClientException(
+                    status_code=409, detail="this Idempotency-Key was used for another order"
+                )
+            return await self._accepted(db_session, seen.order_id, settings)
+        try:
+            priced = await self._price(data, request)
+        except UpstreamError:
+            return problem_response(503, "the catalog is unavailable; nothing was ordered")
+        if isinstance(priced, Response):
+            return priced
+        order_id = str(uuid7())
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        placed = store.event(
+            "placed",
+            user_id=user.user_id,
+            items=priced,
+            total_cents=sum(i["quantity"] * i["unit_price_cents"] for i in priced),
+            card_token=data.card_token,
+            trace=carrier,
+        )
+        await store.append(db_session, OrderState(order_id), [placed])
+        db_session.add(
+            IdempotencyKey(
+                user_id=user.user_id, key=idempotency_key, request_hash=digest, order_id=order_id
+            )
+        )
+        try:
+            await db_session.commit()
+        except IntegrityError:  # the same key raced in from a concurrent retry
+            await db_session.rollback()
+            raise ClientException(
+                status_code=409,
+                detail="a concurrent request used this Idempotency-Key; retry to get its order",
+            ) from None
+        request.app.state.saga.kick(order_id)
+        return await self._accepted(db_session, order_id, settings)
+
+    async def _price(
+        self, data: PlaceOrder, request: Request[Any, Any, Any]
+    ) -> list[dict[str, Any]] | Response[Any]:
+        mesh, token = request.app.state.mesh, request.app.state.service_token
+        wanted: dict[str, int] = {}
+        for line in data.items:
+            wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
+        headers = await token.headers()
+        responses = await asyncio.gather(
+            *(mesh.request("products", "GET", f"/{pid}", headers=headers) for pid in wanted)
+        )
+        priced = []
+        for (pid, quantity), response in zip(wanted.items(), responses, strict=True):
+            if response.status_code == 404:
+                return problem_response(422, f"no product {pid}", product_id=pid)
+            if response.status_code != 200:
+                raise UpstreamError("products", f"pricing answered {response.status_code}")
+            priced.append(
+                {
+                    "product_id": pid,
+                    "quantity": quantity,
+                    "unit_price_cents": response.json()["price_cents"],
+                }
+            )
+        return priced
+
+    async def _accepted(self, db: Any, order_id: str, settings: OrdersSettings) -> Response[Any]:
+        view = await db.scalar(select(OrderView).where(OrderView.order_id == order_id))
+        return Response(
+            _resource(view),
+            status_code=202,
+            headers={"Location": f"{settings.public_path}/{order_id}"},
+        )
+
+    @get("/{order_id:str}", responses=problem_responses(401, 404))
+    async def get_order(
+        self, order_id: FromPath[str], db_read: ReadSession, request: Request[Principal, Any, Any]
+    ) -> OrderResource:
+        """The order as the read model has it (customers see their own)."""
+        return _resource(await _visible(db_read, order_id, request.user))
+
+    @get("/", responses=problem_responses(400, 401))
+    async def list_orders(
+        self,
+        db_read: ReadSession,
+        request: Request[Principal, Any, Any],
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        status: Annotated[str | None, QueryParameter(max_length=16)] = None,
+    ) -> OrderPage:
+        """A page of orders, newest first (customers: their own; admins: all)."""
+        where = []
+        if request.user.role != "admin":
+            where.append(OrderView.user_id == request.user.user_id)
+        if status is not None:
+            where.append(OrderView.status == status)
+        total = await db_read.scalar(select(func.count()).select_from(OrderView).where(*where))
+        rows = await db_read.scalars(
+            select(OrderView)
+            .where(*where)
+            .order_by(OrderView.placed_at.desc(), OrderView.order_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return OrderPage([_resource(v) for v in rows], total or 0, limit, offset)
+
+    @get("/{order_id:str}/history", responses=problem_responses(401, 404))
+    async def history(
+        self, order_id: FromPath[str], db_read: ReadSession, request: Request[Principal, Any, Any]
+    ) -> list[HistoryEntry]:
+        """The order's events, oldest first: its state is their fold."""
+        await _visible(db_read, order_id, request.user)
+        events = await store.history(db_read, order_id)
+        return [
+            HistoryEntry(
+                i + 1,
+                e.type,
+                {k: v for k, v in e.data.items() if k not in ("card_token", "trace")},
+                e.occurred_at.isoformat(),
+            )
+            for i, e in enumerate(events)
+        ]

@@ -1,0 +1,298 @@
+"""The order saga, orchestrated: reserve stock → authorize payment → confirm; any failure
+compensates (release, void) and cancels with a reason.
+
+Progress is the order's own event stream: every step appends an event, so a replica that
+restarts loads the stream and carries on from the last step. A lease (``saga_lease``)
+makes sure two replicas never drive the same order; a sweep picks up sagas whose lease
+expired (their replica died). A forward step that keeps failing for ``step_timeout_s``
+is given up and compensated, so no order stays pending; compensation retries until it
+succeeds (it only undoes idempotent effects). Each step runs in a span whose parent is
+the request that placed the order, so one saga is one trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from system.chassis.credentials import ServiceToken
+from system.chassis.outbound import MeshClient, UpstreamError
+from system.services.orders import store
+from system.services.orders.aggregate import TERMINAL, Action, DomainEvent, OrderState, next_action
+from system.services.orders.models import OrderView, SagaLease
+from system.services.orders.settings import OrdersSettings
+
+log = logging.getLogger("orders.saga")
+FORWARD = (Action.RESERVE, Action.AUTHORIZE, Action.CONFIRM)
+
+
+@dataclass(frozen=True)
+class Done:
+    events: list[DomainEvent]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A business refusal: compensate now."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A transient failure: try the step again (until its deadline, if it has one)."""
+
+    detail: str
+
+
+Outcome = Done | Failed | Retry
+
+
+class SagaDriver:
+    def __init__(
+        self,
+        settings: OrdersSettings,
+        session_maker: async_sessionmaker[AsyncSession],
+        mesh: MeshClient,
+        token: ServiceToken,
+        *,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self._settings = settings
+        self._maker = session_maker
+        self._mesh = mesh
+        self._token = token
+        self._owner = settings.replica or f"{settings.name}-{settings.port}"
+        self._tracer = trace.get_tracer("orders.saga", tracer_provider=tracer_provider)
+        self._driving: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(settings.max_parallel_sagas)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="saga-sweeper")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._sweeper, *self._driving.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._driving.clear()
+
+    def kick(self, order_id: str) -> None:
+        """Drive ``order_id`` now (if this replica is not driving it already)."""
+        if order_id not in self._driving:
+            task = asyncio.create_task(self.drive(order_id), name=f"saga-{order_id}")
+            self._driving[order_id] = task
+            task.add_done_callback(lambda _t: self._driving.pop(order_id, None))
+
+    async def idle(self) -> None:
+        """Wait until no saga is being driven by this replica (for tests)."""
+        while self._driving:
+            await asyncio.gather(*list(self._driving.values()), return_exceptions=True)
+
+    # -- driving -------------------------------------------------------------------------
+    async def drive(self, order_id: str) -> None:
+        async with self._slots:
+            if not await self._claim_lease(order_id):
+                return
+            try:
+                await self._run(order_id)
+            except store.UnknownOrder:
+                log.info("order %s is not committed yet; the sweep will pick it up", order_id)
+            finally:
+                await self._release_lease(order_id)
+
+    async def _run(self, order_id: str) -> None:
+        backoff = 0.1
+        while True:
+            async with self._maker() as session:
+                state = await store.load(session, order_id)
+            action = next_action(state)
+            if action is None:
+                return
+            with self._tracer.start_as_current_span(
+                f"saga {action.value}",
+                context=propagate.extract(state.trace),
+                attributes={"order.id": order_id, "saga.step": action.value},
+            ):
+                outcome = await self._execute(action, state)
+            if isinstance(outcome, Retry):
+                if action in FORWARD and self._overdue(state):
+                    outcome = Failed(f"{action.value}_timeout")
+                else:
+                    log.warning(
+                        "order %s: %s failed (%s); retrying", order_id, action, outcome.detail
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+            events = (
+                outcome.events
+                if isinstance(outcome, Done)
+                else [store.event("compensation_started", reason=outcome.reason, step=action.value)]
+            )
+            await self._commit(state, events)
+            backoff = 0.1
+
+    def _overdue(self, state: OrderState) -> bool:
+        started = state.updated_at or datetime.now(UTC)
+        return datetime.now(UTC) - started > timedelta(seconds=self._settings.step_timeout_s)
+
+    async def _commit(self, state: OrderState, events: list[DomainEvent]) -> None:
+        async with self._maker() as session, session.begin():
+            await store.append(session, state, events)
+            await self._renew_lease(session, state.order_id)
+
+    async def _execute(self, action: Action, state: OrderState) -> Outcome:
+        try:
+            return await _STEPS[action](self, state)
+        except UpstreamError as exc:
+            return Retry(f"{exc.__class__.__name__}: {exc}")
+
+    async def _call(
+        self, upstream: str, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, Any]:
+        response = await self._mesh.request(
+            upstream, method, path, json=body, headers=await self._token.headers(), idempotent=True
+        )
+        if response.status_code == 401:
+            self._token.invalidate()
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        return response.status_code, payload
+
+    async def _reserve(self, state: OrderState) -> Outcome:
+        items = [{"product_id": i["product_id"], "quantity": i["quantity"]} for i in state.items]
+        status, body = await self._call(
+            "products", "PUT", f"/reservations/{state.order_id}", {"items": items}
+        )
+        if status == 200:
+            return Done([store.event("stock_reserved")])
+        return _refusal(status, body, {409: "out_of_stock", 404: "unknown_product"})
+
+    async def _authorize(self, state: OrderState) -> Outcome:
+        status, body = await self._call(
+            "payments",
+            "POST",
+            "/authorize",
+            {
+                "order_id": state.order_id,
+                "amount_cents": state.total_cents,
+                "card_token": state.card_token,
+                "user_id": state.user_id,
+            },
+        )
+        if status in (200, 201):
+            return Done([store.event("payment_authorized", payment_id=body["id"])])
+        if status == 402:
+            reason = ((body or {}).get("extra") or {}).get("reason") or "payment_declined"
+            return Failed(str(reason))
+        return _refusal(status, body, {409: "payment_conflict"})
+
+    async def _confirm(self, state: OrderState) -> Outcome:
+        return Done([store.event("confirmed")])
+
+    async def _release_stock(self, state: OrderState) -> Outcome:
+        status, body = await self._call(
+            "products", "POST", f"/reservations/{state.order_id}/release"
+        )
+        if status in (200, 409):  # released now, or there was nothing to release
+            return Done([store.event("stock_released")])
+        return Retry(f"release answered {status}: {body}")
+
+    async def _void_payment(self, state: OrderState) -> Outcome:
+        status, body = await self._call("payments", "POST", f"/{state.order_id}/void")
+        if status in (200, 404):  # voided now, or no authorization was ever made
+            return Done([store.event("payment_voided")])
+        return Retry(f"void answered {status}: {body}")
+
+    async def _cancel(self, state: OrderState) -> Outcome:
+        return Done([store.event("cancelled", reason=state.reason or "unknown")])
+
+    # -- leases and the sweep ------------------------------------------------------------
+    async def _claim_lease(self, order_id: str) -> bool:
+        now = datetime.now(UTC)
+        expires = now + timedelta(seconds=self._settings.lease_s)
+        try:
+            async with self._maker() as session, session.begin():
+                lease = await session.scalar(
+                    select(SagaLease).where(SagaLease.order_id == order_id).with_for_update()
+                )
+                if lease is None:
+                    session.add(SagaLease(order_id=order_id, owner=self._owner, expires_at=expires))
+                elif lease.owner == self._owner or lease.expires_at < now:
+                    lease.owner, lease.expires_at = self._owner, expires
+                else:
+                    return False
+        except IntegrityError:
+            return False
+        return True
+
+    async def _renew_lease(self, session: AsyncSession, order_id: str) -> None:
+        lease = await session.scalar(
+            select(SagaLease).where(SagaLease.order_id == order_id, SagaLease.owner == self._owner)
+        )
+        if lease is not None:
+            lease.expires_at = datetime.now(UTC) + timedelta(seconds=self._settings.lease_s)
+
+    async def _release_lease(self, order_id: str) -> None:
+        with contextlib.suppress(Exception):
+            async with self._maker() as session, session.begin():
+                await session.execute(
+                    delete(SagaLease).where(
+                        SagaLease.order_id == order_id, SagaLease.owner == self._owner
+                    )
+                )
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                for order_id in await self._orphans():
+                    self.kick(order_id)
+            except Exception:
+                log.exception("saga sweep failed")
+            await asyncio.sleep(self._settings.sweep_interval_s)
+
+    async def _orphans(self) -> list[str]:
+        """Unfinished orders whose lease is missing or expired."""
+        now = datetime.now(UTC)
+        async with self._maker() as session:
+            rows = await session.scalars(
+                select(OrderView.order_id)
+                .outerjoin(SagaLease, SagaLease.order_id == OrderView.order_id)
+                .where(OrderView.status.not_in([s.value for s in TERMINAL]))
+                .where((SagaLease.id.is_(None)) | (SagaLease.expires_at < now))
+                .limit(100)
+            )
+            return [r for r in rows if r not in self._driving]
+
+
+def _refusal(status: int, body: Any, reasons: dict[int, str]) -> Outcome:
+    if status in reasons:
+        return Failed(reasons[status])
+    if status >= 500 or status in (401, 429):
+        return Retry(f"answered {status}")
+    return Failed(f"rejected_{status}")
+
+
+_STEPS = {
+    Action.RESERVE: SagaDriver._reserve,
+    Action.AUTHORIZE: SagaDriver._authorize,
+    Action.CONFIRM: SagaDriver._confirm,
+    Action.RELEASE: SagaDriver._release_stock,
+    Action.VOID: SagaDriver._void_payment,
+    Action.CANCEL: SagaDriver._cancel,
+}

@@ -1,0 +1,268 @@
+"""orders with its real collaborators in-process: users (service token), products and
+payments behind an ASGI transport in place of the mesh. The saga, compensation, the
+event store, the read model and idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from litestar import Litestar
+from sqlalchemy import select
+
+from system.chassis.keys import KeyFiles
+from system.chassis.outbox import OutboxMessage
+from system.services.orders.app import build as build_orders
+from system.services.orders.settings import OrdersSettings
+from system.services.payments.app import build as build_payments
+from system.services.payments.settings import PaymentsSettings
+from system.services.products.app import build as build_products
+from system.services.products.settings import ProductsSettings
+from system.services.users.app import build as build_users
+from system.services.users.settings import UsersSettings
+
+SECRET = "orders-client-secret-0123456789"
+
+
+class Apps(httpx.AsyncBaseTransport):
+    """The mesh, in-process: ``http://<service>/...`` reaches that service's app; a name
+    listed in ``down`` fails to connect, like an unreachable edge."""
+
+    def __init__(self, apps: dict[str, Litestar]) -> None:
+        self.apps = {name: httpx.ASGITransport(app=app) for name, app in apps.items()}
+        self.down: set[str] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host in self.down:
+            raise httpx.ConnectError(f"{request.url.host} is down", request=request)
+        return await self.apps[request.url.host].handle_async_request(request)
+
+
+class World:
+    def __init__(
+        self,
+        orders: Litestar,
+        products: httpx.AsyncClient,
+        orders_http: httpx.AsyncClient,
+        mesh: Apps,
+    ) -> None:
+        self.orders, self.products, self.http, self.mesh = orders, products, orders_http, mesh
+
+    async def settle(self) -> None:
+        async with asyncio.timeout(20):
+            await self.orders.state.saga.idle()
+
+    async def status_of(self, order_id: str, headers: dict[str, str]) -> str:
+        status: str = (await self.http.get(f"/{order_id}", headers=headers)).json()["status"]
+        return status
+
+    async def place(
+        self,
+        headers: dict[str, str],
+        items: list[dict[str, Any]],
+        card: str = "tok_visa_4242",
+        key: str = "key-00000001",
+    ) -> httpx.Response:
+        return await self.http.post(
+            "/",
+            json={"items": items, "card_token": card},
+            headers={**headers, "Idempotency-Key": key},
+        )
+
+
+@asynccontextmanager
+async def running_world(tmp_path: Path, keys: KeyFiles) -> AsyncIterator[World]:
+    """Lifespans are entered and left in one task (anyio's task groups need that, so this
+    is a context manager each test enters, not an async fixture)."""
+    clients = tmp_path / "clients.json"
+    clients.write_text(json.dumps({"orders": SECRET}))
+    common: dict[str, Any] = {"log_json": False, "jwt_public_key_file": keys.public}
+    users = build_users(
+        UsersSettings(
+            data_dir=tmp_path / "users",
+            service_clients_file=clients,
+            jwt_private_key_file=keys.private,
+            **common,
+        )
+    )
+    products = build_products(ProductsSettings(data_dir=tmp_path / "products", **common))
+    payments = build_payments(PaymentsSettings(data_dir=tmp_path / "payments", **common))
+    mesh = Apps({"users": users, "products": products, "payments": payments})
+    orders = build_orders(
+        OrdersSettings(
+            data_dir=tmp_path / "orders",
+            client_secret=SECRET,
+            step_timeout_s=0.5,
+            mesh={n: f"http://{n}" for n in ("users", "products", "payments")},
+            **common,
+        ),
+        mesh_transport=mesh,
+    )
+    async with AsyncExitStack() as stack:
+        for app in (users, products, payments, orders):
+            await stack.enter_async_context(app.lifespan())
+        products_http = await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=products), base_url="http://p")
+        )
+        orders_http = await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=orders), base_url="http://o")
+        )
+        yield World(orders, products_http, orders_http, mesh)
+
+
+async def product(world: World, admin: dict[str, str], stock: int, price: int = 1000) -> str:
+    created = await world.products.post(
+        "/",
+        headers=admin,
+        json={
+            "sku": f"SKU-{stock}-{price}",
+            "name": "thing",
+            "price_cents": price,
+            "initial_stock": stock,
+        },
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+async def levels(world: World, admin: dict[str, str], pid: str) -> dict[str, int]:
+    stock: dict[str, int] = (await world.products.get(f"/{pid}", headers=admin)).json()["stock"]
+    return stock
+
+
+async def test_an_order_is_confirmed_through_reserve_and_authorize(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth(user_id="cust-1")
+        pid = await product(world, admin, stock=3, price=1250)
+        placed = await world.place(customer, [{"product_id": pid, "quantity": 2}])
+        assert placed.status_code == 202, placed.text
+        order_id = placed.json()["order_id"]
+        assert placed.headers["location"] == f"/api/v1/orders/{order_id}"
+        assert placed.json()["total_cents"] == 2500
+        await world.settle()
+        order = (await world.http.get(f"/{order_id}", headers=customer)).json()
+        assert order["status"] == "CONFIRMED"
+        assert order["payment_id"]
+        history = (await world.http.get(f"/{order_id}/history", headers=customer)).json()
+        assert [h["type"] for h in history] == [
+            "placed",
+            "stock_reserved",
+            "payment_authorized",
+            "confirmed",
+        ]
+        assert "card_token" not in history[0]["data"]
+        assert await levels(world, admin, pid) == {"available": 1, "reserved": 2, "sold": 0}
+        async with world.orders.state.events.session_maker() as session:
+            published = [
+                r.event_type
+                for r in (
+                    await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
+                ).all()
+            ]
+        assert published == ["order.placed", "order.confirmed"]
+
+
+async def test_a_declined_card_releases_the_stock_and_cancels(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth()
+        pid = await product(world, admin, stock=2)
+        placed = await world.place(
+            customer, [{"product_id": pid, "quantity": 2}], card="tok_decline_0001"
+        )
+        await world.settle()
+        order = (await world.http.get(f"/{placed.json()['order_id']}", headers=customer)).json()
+        assert (order["status"], order["reason"]) == ("CANCELLED", "card_declined")
+        assert await levels(world, admin, pid) == {"available": 2, "reserved": 0, "sold": 0}
+        history = (await world.http.get(f"/{order['order_id']}/history", headers=customer)).json()
+        assert [h["type"] for h in history] == [
+            "placed",
+            "stock_reserved",
+            "compensation_started",
+            "stock_released",
+            "payment_voided",
+            "cancelled",
+        ]
+
+
+async def test_out_of_stock_cancels_without_touching_payments(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth()
+        pid = await product(world, admin, stock=1)
+        placed = await world.place(customer, [{"product_id": pid, "quantity": 2}])
+        await world.settle()
+        order = (await world.http.get(f"/{placed.json()['order_id']}", headers=customer)).json()
+        assert (order["status"], order["reason"]) == ("CANCELLED", "out_of_stock")
+        assert order["payment_id"] is None
+        assert await levels(world, admin, pid) == {"available": 1, "reserved": 0, "sold": 0}
+
+
+async def test_an_unreachable_payments_edge_ends_in_compensation_not_pending(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth()
+        pid = await product(world, admin, stock=1)
+        world.mesh.down.add("payments")
+        placed = await world.place(customer, [{"product_id": pid, "quantity": 1}])
+        order_id = placed.json()["order_id"]
+        async with asyncio.timeout(15):  # the step gives up after step_timeout_s
+            while await world.status_of(order_id, customer) != "CANCELLING":  # noqa: ASYNC110 - polling another app with a deadline
+                await asyncio.sleep(0.05)
+        # compensation cannot finish while payments is away (the void may be needed) ...
+        assert await levels(world, admin, pid) == {"available": 1, "reserved": 0, "sold": 0}
+        world.mesh.down.clear()
+        await world.settle()  # ... and finishes once it is back
+        order = (await world.http.get(f"/{order_id}", headers=customer)).json()
+        assert (order["status"], order["reason"]) == ("CANCELLED", "authorize_timeout")
+
+
+async def test_the_same_idempotency_key_gives_the_same_order(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth()
+        pid = await product(world, admin, stock=5)
+        items = [{"product_id": pid, "quantity": 1}]
+        first = await world.place(customer, items, key="same-key-1")
+        again = await world.place(customer, items, key="same-key-1")
+        other = await world.place(customer, [{"product_id": pid, "quantity": 2}], key="same-key-1")
+        missing = await world.http.post(
+            "/", json={"items": items, "card_token": "tok_visa_4242"}, headers=customer
+        )
+        assert first.json()["order_id"] == again.json()["order_id"]
+        assert other.status_code == 409
+        assert missing.status_code == 400
+        await world.settle()
+        page = (await world.http.get("/", headers=customer)).json()
+        assert page["total"] == 1
+
+
+async def test_customers_see_only_their_orders(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with running_world(tmp_path, keys) as world:
+        admin = auth("admin")
+        pid = await product(world, admin, stock=5)
+        mine = await world.place(auth(user_id="a"), [{"product_id": pid, "quantity": 1}])
+        await world.settle()
+        assert (
+            await world.http.get(f"/{mine.json()['order_id']}", headers=auth(user_id="b"))
+        ).status_code == 404
+        assert (await world.http.get("/", headers=admin)).json()["total"] == 1
+        unknown = await world.place(
+            auth(),
+            [{"product_id": "00000000-0000-7000-8000-000000000000", "quantity": 1}],
+            key="key-unknown",
+        )
+        assert unknown.status_code == 422
