@@ -77,9 +77,16 @@ def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     home = tmp_path_factory.mktemp("services-home")
     paths = StackPaths.for_stack("services", home)
     topology = home / "topology.toml"  # the real one, with a per-client limit a test can hit
-    topology.write_text(
-        DEFAULT_TOPOLOGY_FILE.read_text() + f"\n[gateway]\nclient_rps = {CLIENT_RPS}\n"
+    text = (
+        DEFAULT_TOPOLOGY_FILE.read_text()
+        # a saga step slow enough to interrupt, and a lease short enough to take over
+        .replace("[services.orders]\n", '[services.orders]\nenv = { ORDERS_LEASE_S = "2" }\n')
+        .replace(
+            "[services.payments]\n",
+            '[services.payments]\nenv = { PAYMENTS_PROVIDER_LATENCY_MS = "400" }\n',
+        )
     )
+    topology.write_text(text + f"\n[gateway]\nclient_rps = {CLIENT_RPS}\n")
     settings = StackSettings(name="services", topology_file=str(topology))
     settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
     with local_stack(paths, settings) as state:

@@ -1,0 +1,207 @@
+"""The order saga on the real stack, through the gateway: outcomes checked in every
+service that took part, idempotency, a replica killed mid-saga, and one trace per saga."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import poll_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("services")]
+
+
+@pytest.fixture(scope="module")
+def gateway(service_stack: dict[str, Any]) -> Iterator[httpx.Client]:
+    base = f"http://127.0.0.1:{service_stack['ports']['gateway']}/api/v1"
+    with httpx.Client(base_url=base, timeout=15) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def admin(gateway: httpx.Client, service_stack: dict[str, Any]) -> dict[str, str]:
+    password = (Path(service_stack["data_dir"]) / "users" / "admin-password").read_text()
+    response = gateway.post(
+        "/users/login", json={"email": "admin@microharness.test", "password": password.strip()}
+    )
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def new_product(gateway: httpx.Client, admin: dict[str, str], stock: int) -> str:
+    created = gateway.post(
+        "/products/",
+        headers=admin,
+        json={
+            "sku": f"SAGA-{secrets.token_hex(4)}",
+            "name": "Saga lamp",
+            "price_cents": 1500,
+            "initial_stock": stock,
+        },
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def place(
+    gateway: httpx.Client,
+    headers: dict[str, str],
+    product: str,
+    quantity: int = 1,
+    card: str = "tok_visa_4242",
+    key: str | None = None,
+) -> httpx.Response:
+    return gateway.post(
+        "/orders/",
+        headers={**headers, "Idempotency-Key": key or secrets.token_hex(8)},
+        json={"items": [{"product_id": product, "quantity": quantity}], "card_token": card},
+    )
+
+
+def terminal(gateway: httpx.Client, headers: dict[str, str], order_id: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        order: dict[str, Any] = gateway.get(f"/orders/{order_id}", headers=headers).json()
+        return order if order["status"] in ("CONFIRMED", "CANCELLED") else None
+
+    return poll_until(check, f"order {order_id} to finish", timeout=60)
+
+
+def stock(gateway: httpx.Client, admin: dict[str, str], product: str) -> dict[str, int]:
+    levels: dict[str, int] = gateway.get(f"/products/{product}", headers=admin).json()["stock"]
+    return levels
+
+
+def test_a_confirmed_order_sells_the_stock_and_captures_the_payment(
+    gateway: httpx.Client, admin: dict[str, str]
+) -> None:
+    product = new_product(gateway, admin, stock=3)
+    placed = place(gateway, admin, product, quantity=2)
+    assert placed.status_code == 202, placed.text
+    assert placed.headers["location"].endswith(placed.json()["order_id"])
+    order = terminal(gateway, admin, placed.json()["order_id"])
+    assert order["status"] == "CONFIRMED"
+    # products and payments settle from order.confirmed, through Kafka
+    poll_until(
+        lambda: stock(gateway, admin, product) == {"available": 1, "reserved": 0, "sold": 2},
+        "stock sold",
+    )
+    poll_until(
+        lambda: (
+            gateway.get(f"/payments/{order['order_id']}", headers=admin).json()["status"]
+            == "captured"
+        ),
+        "payment captured",
+    )
+
+
+def test_a_declined_card_releases_stock_and_cancels_with_the_reason(
+    gateway: httpx.Client, admin: dict[str, str]
+) -> None:
+    product = new_product(gateway, admin, stock=1)
+    placed = place(gateway, admin, product, card="tok_decline_4000")
+    order = terminal(gateway, admin, placed.json()["order_id"])
+    assert (order["status"], order["reason"]) == ("CANCELLED", "card_declined")
+    assert stock(gateway, admin, product) == {"available": 1, "reserved": 0, "sold": 0}
+    payment = gateway.get(f"/payments/{order['order_id']}", headers=admin).json()
+    assert payment["status"] == "declined"
+
+
+def test_out_of_stock_cancels(gateway: httpx.Client, admin: dict[str, str]) -> None:
+    product = new_product(gateway, admin, stock=1)
+    order = terminal(gateway, admin, place(gateway, admin, product, quantity=2).json()["order_id"])
+    assert (order["status"], order["reason"]) == ("CANCELLED", "out_of_stock")
+    assert gateway.get(f"/payments/{order['order_id']}", headers=admin).status_code == 404
+
+
+def test_the_same_idempotency_key_twice_is_one_order(
+    gateway: httpx.Client, admin: dict[str, str]
+) -> None:
+    product = new_product(gateway, admin, stock=5)
+    key = f"idem-{secrets.token_hex(6)}"
+    first = place(gateway, admin, product, key=key)
+    again = place(gateway, admin, product, key=key)
+    changed = place(gateway, admin, product, quantity=2, key=key)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["order_id"] == again.json()["order_id"]
+    assert changed.status_code == 409
+    terminal(gateway, admin, first.json()["order_id"])
+    poll_until(lambda: stock(gateway, admin, product)["sold"] == 1, "one unit sold")
+    assert stock(gateway, admin, product) == {"available": 4, "reserved": 0, "sold": 1}
+
+
+@pytest.mark.fault
+def test_a_saga_interrupted_by_sigkill_of_its_replica_finishes_after_the_restart(
+    gateway: httpx.Client, admin: dict[str, str], service_stack: dict[str, Any]
+) -> None:
+    product = new_product(gateway, admin, stock=2)
+    placed = place(gateway, admin, product)  # payments answers after 400 ms: mid-saga
+    orders = next(p for p in service_stack["processes"] if p["name"] == "orders-1")
+    os.kill(orders["pid"], signal.SIGKILL)
+    order = terminal(gateway, admin, placed.json()["order_id"])
+    assert order["status"] == "CONFIRMED"
+    history = gateway.get(f"/orders/{order['order_id']}/history", headers=admin).json()
+    assert [h["type"] for h in history] == [
+        "placed",
+        "stock_reserved",
+        "payment_authorized",
+        "confirmed",
+    ]
+    poll_until(
+        lambda: stock(gateway, admin, product) == {"available": 1, "reserved": 0, "sold": 1},
+        "stock sold once",
+    )
+
+
+def test_one_saga_is_one_trace_across_http_and_kafka(
+    gateway: httpx.Client, admin: dict[str, str], service_stack: dict[str, Any]
+) -> None:
+    product = new_product(gateway, admin, stock=2)
+    trace_id = secrets.token_hex(16)
+    placed = gateway.post(
+        "/orders/",
+        json={"items": [{"product_id": product, "quantity": 1}], "card_token": "tok_visa_4242"},
+        headers={
+            **admin,
+            "Idempotency-Key": secrets.token_hex(8),
+            "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+        },
+    )
+    terminal(gateway, admin, placed.json()["order_id"])
+    jaeger = f"http://127.0.0.1:{service_stack['ports']['jaeger_query']}/api/v3/traces/{trace_id}"
+
+    def spans() -> list[tuple[str, str]] | None:
+        got = httpx.get(jaeger)
+        if got.status_code != 200:
+            return None
+        found = [
+            (
+                next(
+                    a["value"]["stringValue"]
+                    for a in rs["resource"]["attributes"]
+                    if a["key"] == "service.name"
+                ),
+                span["name"],
+            )
+            for rs in got.json()["result"]["resourceSpans"]
+            for ss in rs["scopeSpans"]
+            for span in ss["spans"]
+        ]
+        names = {f"{service}:{name}" for service, name in found}
+        wanted = (
+            "gateway:",
+            "orders:saga reserve",
+            "orders:saga authorize",
+            "products:",
+            "payments:",
+            "products:orders.events process",
+            "payments:orders.events process",
+        )
+        return found if all(any(n.startswith(w) for n in names) for w in wanted) else None
+
+    poll_until(spans, "the saga's HTTP steps and the Kafka consumers in one trace", timeout=40)
