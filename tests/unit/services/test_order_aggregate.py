@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from advanced_alchemy.base import orm_registry
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from system.chassis.db import create_engine
+from system.services.orders import store
 from system.services.orders.aggregate import (
     Action,
     DomainEvent,
@@ -16,6 +22,8 @@ from system.services.orders.aggregate import (
     fold,
     next_action,
 )
+from system.services.orders.models import OrderView
+from system.services.orders.settings import OrdersSettings
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 PLACED = DomainEvent(
@@ -106,3 +114,31 @@ def test_impossible_transitions_are_refused(state_events: tuple[str, ...], bad: 
 def test_nothing_can_happen_before_placed() -> None:
     with pytest.raises(InvalidTransition):
         apply(OrderState("o"), DomainEvent("stock_reserved", {}, NOW))
+
+
+async def test_two_writers_from_the_same_version_cannot_both_append(tmp_path: Path) -> None:
+    settings = OrdersSettings(data_dir=tmp_path, log_json=False)
+    engine = create_engine(settings)
+    async with engine.begin() as conn:
+        await conn.run_sync(orm_registry.metadata.create_all)
+    maker = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with maker() as session, session.begin():
+            placed = await store.append(session, OrderState("o-1"), [PLACED])
+        async with maker() as session, session.begin():
+            await store.append(session, placed, [DomainEvent("stock_reserved", {}, NOW)])
+        async with maker() as session:
+            with pytest.raises(store.ConcurrencyConflict):
+                await store.append(
+                    session,
+                    placed,
+                    [DomainEvent("compensation_started", {"reason": "x", "step": "reserve"}, NOW)],
+                )
+        async with maker() as session:
+            replayed = await store.load(session, "o-1")
+            view = await session.scalar(select(OrderView).where(OrderView.order_id == "o-1"))
+        assert (replayed.status, replayed.version) == (Status.RESERVED, 2)
+        assert view is not None
+        assert (view.status, view.version) == ("RESERVED", 2), "the read model is the replay"
+    finally:
+        await engine.dispose()
