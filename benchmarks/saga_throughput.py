@@ -1,0 +1,171 @@
+"""Orders per second through the whole saga, on the real stack.
+
+    .venv/bin/python -m benchmarks.saga_throughput [--rate 50] [--seconds 20] [--sampling 1]
+
+Starts the default topology on a free port base (per-client rate limit lifted, the given
+share of requests traced), creates products with plenty of stock, then places orders at
+a fixed rate through the gateway for the given time (open loop: a slow system does not
+slow the arrivals). Outcomes are read from the ``order.confirmed`` / ``order.cancelled``
+events on Kafka (polling every order would load the system more than the orders do).
+Prints the achieved rate, the errors, and p50/p99 of (a) the 202 answer and (b)
+place-to-confirmed (placement request sent → ``order.confirmed`` received).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from harness.localstack import free_port_base, local_stack
+from system.events.schemas import decode
+from system.runtime.paths import StackPaths
+from system.runtime.state import StackSettings
+from system.runtime.topology import DEFAULT_TOPOLOGY_FILE
+
+GATEWAY = """
+[gateway]
+client_rps = 1000000
+shared_rps = 1000000
+trace_sampling_percent = {sampling}
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else float("nan")
+
+
+async def one_order(
+    http: httpx.AsyncClient, headers: dict[str, str], product: str, results: dict[str, Any]
+) -> None:
+    began = time.perf_counter()
+    try:
+        placed = await http.post(
+            "/orders/",
+            json={"items": [{"product_id": product, "quantity": 1}], "card_token": "tok_visa_4242"},
+            headers={**headers, "Idempotency-Key": secrets.token_hex(8)},
+        )
+    except httpx.HTTPError as exc:
+        results["errors"].append(repr(exc))
+        return
+    if placed.status_code != 202:
+        results["errors"].append(placed.status_code)
+        return
+    results["accept"].append(time.perf_counter() - began)
+    results["placed"][placed.json()["order_id"]] = began
+
+
+async def watch(bootstrap: str, results: dict[str, Any], stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(
+        "orders.events", bootstrap_servers=bootstrap, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    event = decode(record.value or b"")
+                    if event.type in ("order.confirmed", "order.cancelled"):
+                        results["outcome"][event.data.order_id] = (event.type, now)
+    finally:
+        await consumer.stop()
+
+
+async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float) -> None:
+    base = f"http://127.0.0.1:{state['ports']['gateway']}/api/v1"
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    results: dict[str, Any] = {"accept": [], "errors": [], "placed": {}, "outcome": {}}
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+        password = (data_dir / "users" / "admin-password").read_text().strip()
+        login = await http.post(
+            "/users/login", json={"email": "admin@microharness.test", "password": password}
+        )
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        products = []
+        for _ in range(8):
+            created = await http.post(
+                "/products/",
+                headers=headers,
+                json={
+                    "sku": f"LOAD-{secrets.token_hex(4)}",
+                    "name": "load",
+                    "price_cents": 999,
+                    "initial_stock": 1_000_000,
+                },
+            )
+            products.append(created.json()["id"])
+        stop = asyncio.Event()
+        bootstrap = f"127.0.0.1:{state['ports']['kafka']}"
+        watcher = asyncio.create_task(watch(bootstrap, results, stop))
+        await asyncio.sleep(2)  # the watcher's partitions are assigned
+        tasks = []
+        began = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+            tasks.append(
+                asyncio.create_task(one_order(http, headers, products[i % len(products)], results))
+            )
+        sent_in = time.perf_counter() - began
+        await asyncio.gather(*tasks)
+        deadline = time.perf_counter() + 60
+        while len(results["outcome"]) < len(results["placed"]):
+            if time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        stop.set()
+        await watcher
+    outcome, placed = results["outcome"], results["placed"]
+    confirm = [
+        outcome[o][1] - t
+        for o, t in placed.items()
+        if outcome.get(o, ("",))[0] == "order.confirmed"
+    ]
+    cancelled = sum(1 for kind, _ in outcome.values() if kind == "order.cancelled")
+    print(
+        f"offered {rate:g} orders/s for {seconds:g} s (sent in {sent_in:.1f} s): "
+        f"{len(confirm)} confirmed ({len(confirm) / sent_in:.1f}/s), {cancelled} cancelled, "
+        f"{len(placed) - len(outcome)} unfinished after 60 s, "
+        f"{len(results['errors'])} errors {results['errors'][:3]}"
+    )
+    print(
+        f"202 answer:         p50 {pct(results['accept'], 50) * 1000:7.1f} ms   "
+        f"p99 {pct(results['accept'], 99) * 1000:7.1f} ms"
+    )
+    print(
+        f"place-to-confirmed: p50 {pct(confirm, 50) * 1000:7.1f} ms   "
+        f"p99 {pct(confirm, 99) * 1000:7.1f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=50)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--sampling", type=float, default=1.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-saga-") as home_name:
+        home = Path(home_name)
+        topology = home / "topology.toml"
+        topology.write_text(
+            DEFAULT_TOPOLOGY_FILE.read_text() + GATEWAY.replace("{sampling}", str(args.sampling))
+        )
+        settings = StackSettings(name="saga", topology_file=str(topology))
+        settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
+        paths = StackPaths.for_stack("saga", home)
+        with local_stack(paths, settings) as state:
+            asyncio.run(run(state, paths.data, args.rate, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
