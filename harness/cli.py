@@ -24,7 +24,7 @@ from system.runtime.bootstrap import run_bootstrap
 from system.runtime.components import INFRASTRUCTURE
 from system.runtime.paths import StackPaths
 from system.runtime.state import StackSettings
-from system.runtime.topology import DEFAULT_TOPOLOGY_FILE, TopologyError
+from system.runtime.topology import DATABASES, DEFAULT_TOPOLOGY_FILE, TopologyError
 
 console = Console(stderr=True)
 
@@ -100,6 +100,15 @@ def bootstrap(check: bool) -> None:
     default=str(DEFAULT_TOPOLOGY_FILE),
     show_default=True,
 )
+@click.option(
+    "--database",
+    envvar="HARNESS_DATABASE",
+    type=click.Choice(DATABASES),
+    default="sqlite",
+    show_default=True,
+    help="What the services store their data in: a SQLite file each, or a PostgreSQL "
+    "server with one database each (env HARNESS_DATABASE).",
+)
 @click.option("--foreground", is_flag=True, help="Stay attached until Ctrl-C, then stop all.")
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for ready.")
 @click.pass_obj
@@ -108,6 +117,7 @@ def up(
     replicas: tuple[str, ...],
     without: tuple[str, ...],
     topology_file: str,
+    database: str,
     foreground: bool,
     timeout: float,
 ) -> None:
@@ -118,6 +128,7 @@ def up(
         replicas=_parse_replicas(replicas),
         topology_file=str(Path(topology_file).resolve()),
         without=without,
+        database=database,
     )
     paths = ctx.paths
     try:

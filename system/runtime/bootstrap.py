@@ -27,12 +27,11 @@ from system.runtime.paths import cache_root
 DEBIAN_PACKAGES = {
     "prometheus": "prometheus",
     "redis-server": "redis-server",
-    "pg_ctl": "postgresql",
+    "postgres": "postgresql",  # initdb and postgres, off the PATH (tools.postgres_bin_dir)
     "java": "openjdk-17-jre-headless",
     "mvn": "maven",
     "wrk": "wrk",  # the HTTP benchmarks' load generator
 }
-POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin/pg_ctl"
 
 
 class StepFailed(RuntimeError):
@@ -52,10 +51,12 @@ class Step:
 
 
 def _have(program: str) -> bool:
-    if program == "pg_ctl":
-        return shutil.which("pg_ctl") is not None or bool(
-            list(Path("/").glob(POSTGRES_BIN_GLOB[1:]))
-        )
+    if program == "postgres":
+        try:
+            tools.postgres_bin_dir()
+        except tools.ToolMissing:
+            return False
+        return True
     return shutil.which(program) is not None
 
 

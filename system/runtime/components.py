@@ -22,6 +22,13 @@ from system.runtime.config.prometheus import prometheus_config
 from system.runtime.config.toxiproxy import toxiproxy_config
 from system.runtime.kafka_admin import cluster_id, create_topics, kafka_probe
 from system.runtime.paths import StackPaths
+from system.runtime.postgres import (
+    create_databases,
+    initdb,
+    postgres_probe,
+    server_user,
+    socket_dir_arg,
+)
 from system.runtime.process import Hook, ProcessSpec, http_probe
 from system.runtime.state import StackSettings
 from system.runtime.topology import Topology
@@ -49,15 +56,33 @@ REQUIRED_TOOLS: dict[str, tuple[Callable[[], object], ...]] = {
     "jaeger": (tools.jaeger_binary,),
     "prometheus": (tools.prometheus_binary,),
     "envoy": (tools.envoy_binary,),
+    "postgres": (tools.initdb_binary, tools.postgres_binary),
 }
+POSTGRES_FLAGS = (
+    # a throw-away local stack: durability traded for speed (a crash may lose the
+    # cluster; `harness down` shuts it down cleanly); 200 connections fit every
+    # replica's pool (pool_size + max_overflow = 20 by default)
+    "-c",
+    "max_connections=200",
+    "-c",
+    "shared_buffers=32MB",
+    "-c",
+    "fsync=off",
+    "-c",
+    "synchronous_commit=off",
+    "-c",
+    "full_page_writes=off",
+)
 
 
-def preflight(without: tuple[str, ...] = ()) -> None:
-    """Raise :class:`~system.runtime.tools.ToolMissing` for the first program not installed."""
+def preflight(without: tuple[str, ...] = (), database: str = "sqlite") -> None:
+    """Raise :class:`~system.runtime.tools.ToolMissing` for the first program not installed
+    (PostgreSQL's only when the stack uses it)."""
     for name, lookups in REQUIRED_TOOLS.items():
-        if name not in without:
-            for lookup in lookups:
-                lookup()
+        if name in without or (name == "postgres" and database != "postgres"):
+            continue
+        for lookup in lookups:
+            lookup()
 
 
 def write_configs(topology: Topology, paths: StackPaths, settings: StackSettings) -> None:
@@ -212,7 +237,41 @@ def infrastructure_specs(
             stop_grace=5,
         ),
     }
+    if topology.uses_postgres:
+        specs["postgres"] = lambda: postgres_spec(topology, paths, without)
     return [build() for name, build in specs.items() if name not in without]
+
+
+def postgres_spec(topology: Topology, paths: StackPaths, without: tuple[str, ...]) -> ProcessSpec:
+    """The stack's PostgreSQL server: its cluster lives in ``data/postgres`` with the rest
+    of the stack's data, its socket in ``run/``; clients dial Toxiproxy. It stops on the
+    supervisor's SIGTERM (smart shutdown), after the services, which all wait for it."""
+    ports = topology.ports
+    data, sockets = paths.data / "postgres", paths.root / "run"
+    proxied = "toxiproxy" not in without
+    client_port = ports.postgres if proxied else ports.postgres_server
+    return ProcessSpec(
+        "postgres",
+        (
+            str(tools.postgres_binary()),
+            "-D",
+            str(data),
+            "-p",
+            str(ports.postgres_server),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-k",
+            socket_dir_arg(sockets),
+            *POSTGRES_FLAGS,
+        ),
+        ports={"client": ports.postgres, "server": ports.postgres_server},
+        after=("toxiproxy",) if proxied else (),
+        probe=postgres_probe(client_port),
+        prepare=initdb(data, sockets),
+        on_ready=create_databases(client_port, [s.name for s in topology.services]),
+        stop_grace=30,
+        user=server_user(),
+    )
 
 
 def jwt_keys(paths: StackPaths) -> KeyFiles:
@@ -251,6 +310,10 @@ def service_env(topology: Topology, paths: StackPaths, name: str, replica: int) 
             {c: f"http://127.0.0.1:{ports.mesh(topology.service(c))}" for c in service.calls}
         ),
     }
+    if topology.uses_postgres:
+        values["DATABASE_URL"] = (
+            f"postgresql+asyncpg://postgres@127.0.0.1:{ports.postgres}/{service.name}"
+        )
     if topology.token_issuer is not None:
         values["JWT_PUBLIC_KEY_FILE"] = str(keys.public)
         values["JWT_ISSUER"] = JWT_ISSUER
@@ -299,7 +362,7 @@ def build_specs(
     so that its first active health checks already find them (like an ingress that routes
     only to ready pods)."""
     infra = infrastructure_specs(topology, paths, settings.without)
-    needed = tuple(s.name for s in infra if s.name in ("kafka", "jaeger"))
+    needed = tuple(s.name for s in infra if s.name in ("kafka", "jaeger", "postgres"))
     services = service_specs(topology, paths, needed)
     replicas = tuple(s.name for s in services)
     ordered = [replace(s, after=(*s.after, *replicas)) if s.name == "envoy" else s for s in infra]

@@ -80,9 +80,14 @@ def start(paths: StackPaths, settings: StackSettings, *, detached: bool = True) 
         raise StackError(f"stack {settings.name!r} is already running: `harness status`")
     topology = settings.topology()
     try:
-        preflight(settings.without)
+        preflight(settings.without, settings.database)
     except ToolMissing as exc:
-        raise StackError(f"{exc} (or leave it out with --without)") from exc
+        hint = (
+            ""
+            if settings.database == "postgres" and "postgres" in str(exc)
+            else (" (or leave it out with --without)")
+        )
+        raise StackError(f"{exc}{hint}") from exc
     busy = busy_ports(topology)
     if busy:
         listed = ", ".join(f"{n}={p}" for n, p in list(busy.items())[:5])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import pwd
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,6 +36,20 @@ class ProcessSpec:
     """Runs after every transition to ready (e.g. create Kafka topics)."""
     stop_grace: float = 10.0
     """Seconds between SIGTERM and SIGKILL on shutdown."""
+    user: str | None = None
+    """Account to run as (with its primary group, no supplementary ones); ``None`` means
+    the supervisor's own. Only root can switch: PostgreSQL refuses to run as root."""
+
+
+def as_user(user: str | None) -> dict[str, Any]:
+    """``Popen`` arguments that run a child as ``user`` (its primary group, no root groups).
+
+    The switch happens in the forked child before ``preexec_fn``, so the parent-death
+    signal (which the kernel clears on a change of credentials) is set after it and holds.
+    """
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 def http_probe(url: str, *, timeout: float = 1.0) -> Probe:

@@ -40,10 +40,15 @@ class StackSettings:
     topology_file: str = str(DEFAULT_TOPOLOGY_FILE)
     without: tuple[str, ...] = ()
     """Infrastructure components left out (for machines lacking their toolchain)."""
+    database: str = "sqlite"
+    """``sqlite`` (a file per service) or ``postgres`` (a supervised server, one database
+    per service); see :data:`system.runtime.topology.DATABASES`."""
 
     def topology(self) -> Topology:
         base = load_topology(Path(self.topology_file))
-        return base.with_overrides(port_base=self.port_base, replicas=self.replicas)
+        return base.with_overrides(
+            port_base=self.port_base, replicas=self.replicas, database=self.database
+        )
 
     def save(self, paths: StackPaths) -> None:
         write_json_atomic(paths.root / "stack.json", asdict(self))

@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from system.runtime.process import ProcessSpec
+from system.runtime.process import ProcessSpec, as_user
 
 log = logging.getLogger("harness.supervisor")
 
@@ -241,6 +241,7 @@ class Supervisor:
                 env={**os.environ, **r.spec.env},
                 cwd=r.spec.cwd,
                 preexec_fn=_die_with_parent,
+                **as_user(r.spec.user),
             )
         r.proc = proc
         r.state.pid, r.state.phase, r.state.started_at = proc.pid, "running", time.time()

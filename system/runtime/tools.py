@@ -114,3 +114,37 @@ def envoy_binary() -> Path:
 def prometheus_binary() -> Path:
     found = shutil.which("prometheus")
     return _require(Path(found) if found else None, "prometheus (Debian package prometheus)")
+
+
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+"""Debian installs PostgreSQL's server programs per major version, off the PATH."""
+
+
+def _version_key(folder: Path) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", folder.parent.name))
+
+
+def postgres_bin_dir() -> Path:
+    """The folder holding ``initdb`` and ``postgres``: the newest Debian version, else the
+    PATH's ``postgres``."""
+    candidates = sorted(
+        (d for d in Path("/").glob(POSTGRES_BIN_GLOB[1:]) if (d / "initdb").exists()),
+        key=_version_key,
+    )
+    if candidates:
+        return candidates[-1]
+    found = shutil.which("postgres")
+    if found and (Path(found).parent / "initdb").exists():
+        return Path(found).parent
+    raise ToolMissing(
+        f"PostgreSQL (initdb, postgres; looked in {POSTGRES_BIN_GLOB} and the PATH) is not "
+        "installed: run `make bootstrap` (Debian package postgresql), or use --database sqlite"
+    )
+
+
+def postgres_binary() -> Path:
+    return _require(postgres_bin_dir() / "postgres", "postgres (Debian package postgresql)")
+
+
+def initdb_binary() -> Path:
+    return _require(postgres_bin_dir() / "initdb", "initdb (Debian package postgresql)")

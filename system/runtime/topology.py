@@ -20,6 +20,9 @@ MAX_SERVICES = 50
 MAX_REPLICAS = 9
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _TOPIC = re.compile(r"^[a-z][a-z0-9._-]{0,100}$")
+DATABASES = ("sqlite", "postgres")
+"""What the services keep their data in: a SQLite file each, or one database each on the
+stack's PostgreSQL server."""
 
 
 class TopologyError(ValueError):
@@ -46,6 +49,10 @@ class Ports:
     kafka_external: int
     kafka_internal: int
     kafka_controller: int
+    # new ports go last, so the offsets above never move
+    postgres: int
+    """What clients dial: Toxiproxy in front of the PostgreSQL server (stacks using it)."""
+    postgres_server: int
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -139,6 +146,12 @@ class Topology:
     services: tuple[ServiceDef, ...] = ()
     topics: tuple[TopicDef, ...] = ()
     gateway: GatewayPolicy = GatewayPolicy()
+    database: str = "sqlite"
+    """One of :data:`DATABASES`; a stack-level choice (``harness up --database``)."""
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database == "postgres"
 
     @property
     def ports(self) -> Ports:
@@ -150,7 +163,11 @@ class Topology:
 
     @property
     def proxies(self) -> tuple[Proxy, ...]:
-        return (Proxy("kafka", self.ports.kafka, self.ports.kafka_external),)
+        ports = self.ports
+        kafka = Proxy("kafka", ports.kafka, ports.kafka_external)
+        if self.uses_postgres:
+            return (kafka, Proxy("postgres", ports.postgres, ports.postgres_server))
+        return (kafka,)
 
     def all_ports(self) -> dict[str, int]:
         """Every port the stack binds, named: fixed ones, mesh listeners, replicas."""
@@ -170,7 +187,11 @@ class Topology:
         raise TopologyError(f"no service named {name!r} in the topology (known: {known})")
 
     def with_overrides(
-        self, *, port_base: int | None = None, replicas: Mapping[str, int] | None = None
+        self,
+        *,
+        port_base: int | None = None,
+        replicas: Mapping[str, int] | None = None,
+        database: str | None = None,
     ) -> Topology:
         services = tuple(
             replace(s, replicas=(replicas or {}).get(s.name, s.replicas)) for s in self.services
@@ -178,12 +199,19 @@ class Topology:
         for name in replicas or {}:
             self.service(name)
         result = replace(
-            self, port_base=self.port_base if port_base is None else port_base, services=services
+            self,
+            port_base=self.port_base if port_base is None else port_base,
+            services=services,
+            database=self.database if database is None else database,
         )
         result.validate()
         return result
 
     def validate(self) -> None:
+        if self.database not in DATABASES:
+            raise TopologyError(
+                f"database {self.database!r} is not supported: choose {' or '.join(DATABASES)}"
+            )
         if not 1024 <= self.port_base <= 65535 - PORT_SPAN:
             raise TopologyError(
                 f"port_base {self.port_base} is out of range: choose 1024..{65535 - PORT_SPAN}"

@@ -7,6 +7,7 @@ Two services, ``alpha`` (2 replicas) and ``beta``, are the small real upstream i
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,7 +74,8 @@ def stack(
 @pytest.fixture(scope="session")
 def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The real system (``system/topology.toml``: users, products x2, payments) on its own
-    ports; the state also carries ``data_dir`` (for the seeded admin's password)."""
+    ports, on SQLite or, with ``HARNESS_DATABASE=postgres``, on PostgreSQL; the state also
+    carries ``data_dir`` (for the seeded admin's password)."""
     home = tmp_path_factory.mktemp("services-home")
     paths = StackPaths.for_stack("services", home)
     topology = home / "topology.toml"  # the real one, with a per-client limit a test can hit
@@ -87,7 +89,8 @@ def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         )
     )
     topology.write_text(text + f"\n[gateway]\nclient_rps = {CLIENT_RPS}\n")
-    settings = StackSettings(name="services", topology_file=str(topology))
+    database = os.environ.get("HARNESS_DATABASE", "sqlite")  # CI runs the suite on both
+    settings = StackSettings(name="services", topology_file=str(topology), database=database)
     settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
     with local_stack(paths, settings) as state:
         yield {**state, "data_dir": str(paths.data)}

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import poll_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("services")]
+pytestmark = [pytest.mark.integration, pytest.mark.system, pytest.mark.xdist_group("services")]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from system.services.users.security import TokenIssuer
 from tests.conftest import poll_until
 from tests.integration.conftest import CLIENT_RPS
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("services")]
+pytestmark = [pytest.mark.integration, pytest.mark.system, pytest.mark.xdist_group("services")]
 
 
 @pytest.fixture(scope="module")

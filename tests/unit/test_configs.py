@@ -141,6 +141,20 @@ def test_toxiproxy_fronts_kafkas_external_listener(shop: Topology) -> None:
     ]
 
 
+def test_a_postgres_stack_adds_a_proxy_in_front_of_the_server(shop: Topology) -> None:
+    on_postgres = shop.with_overrides(database="postgres")
+    assert (on_postgres.ports.postgres, on_postgres.ports.postgres_server) == (40014, 40015)
+    assert toxiproxy_config(on_postgres)[1:] == [
+        {
+            "name": "postgres",
+            "listen": "127.0.0.1:40014",
+            "upstream": "127.0.0.1:40015",
+            "enabled": True,
+        },
+    ]
+    assert [p.name for p in shop.proxies] == ["kafka"], "SQLite stacks have no database proxy"
+
+
 def test_kafka_advertises_the_proxy_and_keeps_internal_traffic_off_it(
     shop: Topology, tmp_path: Path
 ) -> None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from system.runtime.components import service_env
+import pytest
+
+from system.runtime import components, tools
+from system.runtime.components import INFRASTRUCTURE, build_specs, preflight, service_env
 from system.runtime.paths import StackPaths
+from system.runtime.state import StackSettings
 from system.runtime.topology import parse_topology
 
 TOPOLOGY = parse_topology(
@@ -34,6 +39,18 @@ def test_each_replica_gets_its_prefixed_settings(tmp_path: Path) -> None:
     assert not [k for k in env if k.startswith(("USERS_", "ORDERS_"))]
 
 
+def test_on_postgres_each_service_gets_its_own_database_through_the_proxy(
+    tmp_path: Path,
+) -> None:
+    paths = StackPaths(tmp_path)
+    assert not [k for k in service_env(TOPOLOGY, paths, "products", 1) if "DATABASE" in k]
+    on_postgres = TOPOLOGY.with_overrides(database="postgres")
+    env = service_env(on_postgres, paths, "products", 2)
+    assert env["PRODUCTS_DATABASE_URL"] == "postgresql+asyncpg://postgres@127.0.0.1:40014/products"
+    users = service_env(on_postgres, paths, "users", 1)
+    assert users["USERS_DATABASE_URL"].endswith(":40014/users")
+
+
 def test_callers_learn_the_mesh_address_of_each_callee(tmp_path: Path) -> None:
     env = service_env(TOPOLOGY, StackPaths(tmp_path), "orders", 1)
     assert json.loads(env["ORDERS_MESH"]) == {"products": "http://127.0.0.1:40101"}
@@ -56,3 +73,46 @@ def test_callers_get_a_client_secret_the_issuer_knows(tmp_path: Path) -> None:
         service_env(TOPOLOGY, paths, "orders", 1)["ORDERS_CLIENT_SECRET"]
         == (orders["ORDERS_CLIENT_SECRET"])
     ), "made once per stack"
+
+
+def test_on_postgres_every_replica_waits_for_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tools, "postgres_binary", lambda: Path("/pg/bin/postgres"))
+    settings = StackSettings(without=INFRASTRUCTURE, database="postgres")
+    specs = build_specs(
+        TOPOLOGY.with_overrides(database="postgres"), StackPaths(tmp_path), settings
+    )
+    server, *replicas = specs
+    assert server.name == "postgres"
+    assert server.argv[:5] == (
+        "/pg/bin/postgres",
+        "-D",
+        str(tmp_path / "data" / "postgres"),
+        "-p",
+        "40015",
+    )
+    assert "listen_addresses=127.0.0.1" in server.argv
+    assert server.user == ("postgres" if os.geteuid() == 0 else None)
+    assert [r.after for r in replicas] == [("postgres",)] * 4
+    on_sqlite = build_specs(TOPOLOGY, StackPaths(tmp_path), StackSettings(without=INFRASTRUCTURE))
+    assert [s.after for s in on_sqlite] == [()] * 4
+
+
+def test_preflight_looks_for_postgres_only_when_the_stack_uses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def missing() -> None:
+        raise tools.ToolMissing("PostgreSQL is not installed")
+
+    monkeypatch.setitem(components.REQUIRED_TOOLS, "postgres", (missing,))
+    preflight(INFRASTRUCTURE, "sqlite")
+    with pytest.raises(tools.ToolMissing, match="PostgreSQL"):
+        preflight(INFRASTRUCTURE, "postgres")
+
+
+def test_a_missing_postgres_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tools, "POSTGRES_BIN_GLOB", str(tmp_path / "none" / "*" / "bin"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(tools.ToolMissing, match=r"run `make bootstrap` \(Debian package postgres"):
+        tools.initdb_binary()

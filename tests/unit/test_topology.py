@@ -58,6 +58,19 @@ def test_overrides_change_replicas_and_are_validated() -> None:
         topology.with_overrides(replicas={"nope": 2})
 
 
+def test_the_database_is_a_validated_stack_level_choice() -> None:
+    topology = parse_topology(SHOP)
+    assert topology.database == "sqlite"
+    assert topology.with_overrides(database="postgres").uses_postgres
+    with pytest.raises(TopologyError, match="database 'mysql' is not supported: choose sqlite"):
+        topology.with_overrides(database="mysql")
+
+
+def test_new_ports_come_last_so_existing_offsets_stay() -> None:
+    ports = parse_topology(SHOP).with_overrides(port_base=30000).ports
+    assert (ports.kafka_controller, ports.postgres, ports.postgres_server) == (30013, 30014, 30015)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
