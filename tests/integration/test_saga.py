@@ -72,15 +72,22 @@ def terminal(gateway: httpx.Client, headers: dict[str, str], order_id: str) -> d
     return poll_until(check, f"order {order_id} to finish", timeout=60)
 
 
+def revenue(gateway: httpx.Client, admin: dict[str, str]) -> int:
+    summary = gateway.get("/analytics/summary", headers=admin)
+    assert summary.status_code == 200, summary.text
+    return int(summary.json()["revenue_cents"])
+
+
 def stock(gateway: httpx.Client, admin: dict[str, str], product: str) -> dict[str, int]:
     levels: dict[str, int] = gateway.get(f"/products/{product}", headers=admin).json()["stock"]
     return levels
 
 
-def test_a_confirmed_order_sells_the_stock_and_captures_the_payment(
+def test_a_confirmed_order_sells_stock_captures_payment_notifies_and_counts(
     gateway: httpx.Client, admin: dict[str, str]
 ) -> None:
     product = new_product(gateway, admin, stock=3)
+    revenue_before = revenue(gateway, admin)
     placed = place(gateway, admin, product, quantity=2)
     assert placed.status_code == 202, placed.text
     assert placed.headers["location"].endswith(placed.json()["order_id"])
@@ -97,6 +104,20 @@ def test_a_confirmed_order_sells_the_stock_and_captures_the_payment(
             == "captured"
         ),
         "payment captured",
+    )
+
+    def notified() -> list[dict[str, Any]]:
+        items = gateway.get("/notifications/me?limit=100", headers=admin).json()["items"]
+        return [
+            n
+            for n in items
+            if n["event_type"] == "order.confirmed" and order["order_id"] in n["subject"]
+        ]
+
+    assert len(poll_until(notified, "the confirmation notification")) == 1
+    poll_until(
+        lambda: revenue(gateway, admin) >= revenue_before + order["total_cents"],
+        "analytics revenue up by the order's total",
     )
 
 

@@ -1,0 +1,41 @@
+"""Every user and order event records one notification (exactly once, via the inbox).
+
+The handler is idempotent on its own as well: a notification for an event id that is
+already stored is not written again (and ``event_id`` is UNIQUE in the table), so even a
+delivery that bypassed the inbox cannot notify twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from system.chassis.inbox import Handler
+from system.events.schemas import Event
+from system.services.notifications.messages import TEMPLATES, message_for
+from system.services.notifications.models import Notification
+
+
+async def notify(session: AsyncSession, event: Event[Any]) -> None:
+    message = message_for(event)
+    if message is None:
+        return
+    event_id = str(event.id)
+    if await session.scalar(select(Notification.id).where(Notification.event_id == event_id)):
+        return
+    session.add(
+        Notification(
+            user_id=message.user_id,
+            event_id=event_id,
+            event_type=event.type,
+            channel="email",
+            subject=message.subject,
+            body=message.body,
+        )
+    )
+    await session.flush()
+
+
+HANDLERS: dict[str, Handler] = dict.fromkeys(TEMPLATES, notify)
