@@ -18,7 +18,7 @@ import pytest
 from harness.localstack import free_port_base, local_stack
 from system.runtime.paths import StackPaths
 from system.runtime.state import StackSettings
-from system.runtime.topology import DEFAULT_TOPOLOGY_FILE
+from system.runtime.topology import DEFAULT_TOPOLOGY_FILE, load_topology
 
 UPSTREAM = Path(__file__).with_name("upstream.py")
 CLIENT_RPS = 20
@@ -94,3 +94,31 @@ def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
     with local_stack(paths, settings) as state:
         yield {**state, "data_dir": str(paths.data)}
+
+
+def events_only_topology(folder: Path) -> Path:
+    """The default topology's Kafka topics, without its services: Kafka and Toxiproxy only."""
+    lines = ["port_base = 30000", "[kafka.topics]"]
+    lines += [f'"{t.name}" = {t.partitions}' for t in load_topology().topics]
+    path = folder / "topology.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Kafka behind Toxiproxy with the default topology's four event topics, nothing else
+    (starts in ~4 s): for the event-layer and analytics tests."""
+    paths = StackPaths.for_stack("events", tmp_path_factory.mktemp("events-harness-home"))
+    topology = events_only_topology(tmp_path_factory.mktemp("events-topology"))
+    settings = StackSettings(
+        name="events", topology_file=str(topology), without=("envoy", "prometheus", "jaeger")
+    )
+    settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
+    with local_stack(paths, settings) as state:
+        yield state
+
+
+@pytest.fixture
+def bootstrap(kafka_stack: dict[str, Any]) -> str:
+    return f"127.0.0.1:{kafka_stack['ports']['kafka']}"

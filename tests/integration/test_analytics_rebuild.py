@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from aiokafka import AIOKafkaProducer
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from harness.localstack import free_port_base, local_stack
 from system.chassis.keys import KeyFiles, key_id
 from system.events import (
     Event,
@@ -37,9 +35,6 @@ from system.events import (
     encode,
     new_event,
 )
-from system.runtime.paths import StackPaths
-from system.runtime.state import StackSettings
-from system.runtime.topology import load_topology
 from system.services.analytics.app import build
 from system.services.analytics.settings import AnalyticsSettings
 from system.services.users.security import TokenIssuer
@@ -49,34 +44,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("analytics")]
 Client = AsyncTestClient[Litestar]
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 ITEMS = [OrderItem(product_id="p-1", quantity=1, unit_price_cents=100)]
-
-
-def events_only_topology(folder: Path) -> Path:
-    """The default topology's Kafka topics, without its services: Kafka and Toxiproxy only."""
-    lines = ["port_base = 30000", "[kafka.topics]"]
-    lines += [f'"{t.name}" = {t.partitions}' for t in load_topology().topics]
-    path = folder / "topology.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Kafka behind Toxiproxy, with the default topology's four event topics (empty)."""
-    paths = StackPaths.for_stack("analytics", tmp_path_factory.mktemp("analytics-harness-home"))
-    topology = events_only_topology(tmp_path_factory.mktemp("analytics-topology"))
-    settings = StackSettings(
-        name="analytics", topology_file=str(topology), without=("envoy", "prometheus", "jaeger")
-    )
-    settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
-    with local_stack(paths, settings) as state:
-        print(f"analytics stack up at port base {state['port_base']}", file=sys.stderr)
-        yield state
-
-
-@pytest.fixture
-def bootstrap(kafka_stack: dict[str, Any]) -> str:
-    return f"127.0.0.1:{kafka_stack['ports']['kafka']}"
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -30,48 +29,16 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from harness.localstack import free_port_base, local_stack
 from system.chassis.db import create_engine
 from system.chassis.inbox import EventConsumer, InboxEntry
 from system.chassis.outbox import OutboxMessage, OutboxRelay, Producer, stage
 from system.chassis.settings import ServiceSettings
 from system.events import Event, OrderItem, OrderPlacedV1, new_event
-from system.runtime.paths import StackPaths
-from system.runtime.state import StackSettings
-from system.runtime.topology import load_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("events")]
 
 TOPIC = "orders.events"
 Maker = async_sessionmaker[AsyncSession]
-
-
-def events_only_topology(folder: Path) -> Path:
-    """The default topology's Kafka topics, without its services: Kafka and Toxiproxy only."""
-    lines = ["port_base = 30000", "[kafka.topics]"]
-    lines += [f'"{t.name}" = {t.partitions}' for t in load_topology().topics]
-    path = folder / "topology.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Kafka behind Toxiproxy, with the default topology's four event topics."""
-    paths = StackPaths.for_stack("events", tmp_path_factory.mktemp("events-harness-home"))
-    topology = events_only_topology(tmp_path_factory.mktemp("events-topology"))
-    settings = StackSettings(
-        name="events", topology_file=str(topology), without=("envoy", "prometheus", "jaeger")
-    )
-    settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
-    with local_stack(paths, settings) as state:
-        print(f"events stack up at port base {state['port_base']}", file=sys.stderr)
-        yield state
-
-
-@pytest.fixture
-def bootstrap(kafka_stack: dict[str, Any]) -> str:
-    return f"127.0.0.1:{kafka_stack['ports']['kafka']}"
 
 
 @pytest.fixture
