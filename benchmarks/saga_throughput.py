@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--sampling", type=float, default=1.0)
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-saga-") as home_name:
         home = Path(home_name)
@@ -160,7 +161,7 @@ def main() -> None:
         topology.write_text(
             DEFAULT_TOPOLOGY_FILE.read_text() + GATEWAY.replace("{sampling}", str(args.sampling))
         )
-        settings = StackSettings(name="saga", topology_file=str(topology))
+        settings = StackSettings(name="saga", topology_file=str(topology), database=args.database)
         settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
         paths = StackPaths.for_stack("saga", home)
         with local_stack(paths, settings) as state:

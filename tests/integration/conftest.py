@@ -105,10 +105,10 @@ def events_only_topology(folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kafka_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Kafka behind Toxiproxy with the default topology's four event topics, nothing else
-    (starts in ~4 s): for the event-layer and analytics tests."""
+    (starts in ~4 s). One per module: a module may count every event on a topic."""
     paths = StackPaths.for_stack("events", tmp_path_factory.mktemp("events-harness-home"))
     topology = events_only_topology(tmp_path_factory.mktemp("events-topology"))
     settings = StackSettings(
