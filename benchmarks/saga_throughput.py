@@ -131,11 +131,11 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         for o, t in placed.items()
         if outcome.get(o, ("",))[0] == "order.confirmed"
     ]
-    cancelled = sum(1 for kind, _ in outcome.values() if kind == "order.cancelled")
+    cancelled = sum(outcome.get(o, ("",))[0] == "order.cancelled" for o in placed)
     print(
         f"offered {rate:g} orders/s for {seconds:g} s (sent in {sent_in:.1f} s): "
         f"{len(confirm)} confirmed ({len(confirm) / sent_in:.1f}/s), {cancelled} cancelled, "
-        f"{len(placed) - len(outcome)} unfinished after 60 s, "
+        f"{sum(o not in outcome for o in placed)} unfinished after 60 s, "
         f"{len(results['errors'])} errors {results['errors'][:3]}"
     )
     print(
