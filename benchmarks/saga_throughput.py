@@ -119,7 +119,7 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         sent_in = time.perf_counter() - began
         await asyncio.gather(*tasks)
         deadline = time.perf_counter() + 60
-        while len(results["outcome"]) < len(results["placed"]):
+        while any(o not in results["outcome"] for o in results["placed"]):
             if time.perf_counter() > deadline:
                 break
             await asyncio.sleep(0.2)
