@@ -1,61 +1,7 @@
-"""The event schemas every service shares (see :mod:`system.events.schemas`)."""
+"""The event schemas every service shares (see :mod:`system.events.schemas`, whose
+``__all__`` is this package's)."""
 
-from system.events.schemas import (
-    EVENT_TYPES,
-    TOPICS,
-    Event,
-    EventError,
-    EventPayload,
-    InvalidEvent,
-    OrderCancelledV1,
-    OrderConfirmedV1,
-    OrderItem,
-    OrderPlacedV1,
-    PaymentAuthorizedV1,
-    PaymentCapturedV1,
-    PaymentVoidedV1,
-    StockCommittedV1,
-    StockItem,
-    StockReleasedV1,
-    StockReservedV1,
-    UnknownEvent,
-    UserRegisteredV1,
-    decode,
-    encode,
-    json_schema,
-    new_event,
-    payload_class,
-    registered,
-    topic_for,
-    uuid7,
-)
+from system.events import schemas
+from system.events.schemas import *  # noqa: F403 - re-exports exactly schemas.__all__
 
-__all__ = [
-    "EVENT_TYPES",
-    "TOPICS",
-    "Event",
-    "EventError",
-    "EventPayload",
-    "InvalidEvent",
-    "OrderCancelledV1",
-    "OrderConfirmedV1",
-    "OrderItem",
-    "OrderPlacedV1",
-    "PaymentAuthorizedV1",
-    "PaymentCapturedV1",
-    "PaymentVoidedV1",
-    "StockCommittedV1",
-    "StockItem",
-    "StockReleasedV1",
-    "StockReservedV1",
-    "UnknownEvent",
-    "UserRegisteredV1",
-    "decode",
-    "encode",
-    "json_schema",
-    "new_event",
-    "payload_class",
-    "registered",
-    "topic_for",
-    "uuid7",
-]
+__all__ = schemas.__all__
