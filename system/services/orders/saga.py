@@ -110,14 +110,18 @@ class SagaDriver:
                 await self._run(order_id)
             except store.UnknownOrder:
                 log.info("order %s is not committed yet; the sweep will pick it up", order_id)
+            except store.ConcurrencyConflict:
+                log.warning("order %s moved under this driver; the sweep will reload it", order_id)
             finally:
                 await self._release_lease(order_id)
 
     async def _run(self, order_id: str) -> None:
+        """Load the stream once; afterwards the state is what this driver appended (the
+        lease keeps other writers out, and a stale state fails the append anyway)."""
         backoff = 0.1
+        async with self._maker() as session:
+            state = await store.load(session, order_id)
         while True:
-            async with self._maker() as session:
-                state = await store.load(session, order_id)
             action = next_action(state)
             if action is None:
                 return
@@ -142,17 +146,18 @@ class SagaDriver:
                 if isinstance(outcome, Done)
                 else [store.event("compensation_started", reason=outcome.reason, step=action.value)]
             )
-            await self._commit(state, events)
+            state = await self._commit(state, events)
             backoff = 0.1
 
     def _overdue(self, state: OrderState) -> bool:
         started = state.updated_at or datetime.now(UTC)
         return datetime.now(UTC) - started > timedelta(seconds=self._settings.step_timeout_s)
 
-    async def _commit(self, state: OrderState, events: list[DomainEvent]) -> None:
+    async def _commit(self, state: OrderState, events: list[DomainEvent]) -> OrderState:
         async with self._maker() as session, session.begin():
-            await store.append(session, state, events)
+            new_state = await store.append(session, state, events)
             await self._renew_lease(session, state.order_id)
+        return new_state
 
     async def _execute(self, action: Action, state: OrderState) -> Outcome:
         try:
