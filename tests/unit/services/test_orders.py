@@ -31,14 +31,16 @@ SECRET = "orders-client-secret-0123456789"
 
 class Apps(httpx.AsyncBaseTransport):
     """The mesh, in-process: ``http://<service>/...`` reaches that service's app; a name
-    listed in ``down`` fails to connect, like an unreachable edge."""
+    (``payments``) or a name and path prefix (``products/reservations``) listed in
+    ``down`` fails to connect, like an unreachable edge."""
 
     def __init__(self, apps: dict[str, Litestar]) -> None:
         self.apps = {name: httpx.ASGITransport(app=app) for name, app in apps.items()}
         self.down: set[str] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host in self.down:
+        where = f"{request.url.host}{request.url.path}"
+        if any(request.url.host == d or where.startswith(d) for d in self.down):
             raise httpx.ConnectError(f"{request.url.host} is down", request=request)
         return await self.apps[request.url.host].handle_async_request(request)
 
@@ -225,6 +227,36 @@ async def test_an_unreachable_payments_edge_ends_in_compensation_not_pending(
         await world.settle()  # ... and finishes once it is back
         order = (await world.http.get(f"/{order_id}", headers=customer)).json()
         assert (order["status"], order["reason"]) == ("CANCELLED", "authorize_timeout")
+
+
+async def test_an_unreachable_reserve_step_ends_in_compensation_not_pending(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth()
+        pid = await product(world, admin, stock=1)
+        world.mesh.down.add("products/reservations")  # the catalog still prices the order
+        placed = await world.place(customer, [{"product_id": pid, "quantity": 1}])
+        order_id = placed.json()["order_id"]
+        async with asyncio.timeout(15):
+            while await world.status_of(order_id, customer) != "CANCELLING":  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        world.mesh.down.clear()
+        await world.settle()
+        order = (await world.http.get(f"/{order_id}", headers=customer)).json()
+        assert (order["status"], order["reason"], order["payment_id"]) == (
+            "CANCELLED",
+            "reserve_timeout",
+            None,
+        )
+        history = (await world.http.get(f"/{order_id}/history", headers=customer)).json()
+        assert [h["type"] for h in history] == [
+            "placed",
+            "compensation_started",
+            "stock_released",
+            "cancelled",
+        ]
+        assert await levels(world, admin, pid) == {"available": 1, "reserved": 0, "sold": 0}
 
 
 async def test_the_same_idempotency_key_gives_the_same_order(
