@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Annotated, Any
 
@@ -81,27 +82,23 @@ class PaymentsController(Controller):
         request: Request[Principal, Any, Any],
     ) -> Response[Any]:
         """Hold the amount on the card; a declined card answers 402 (the same on retry)."""
+        attempt = functools.partial(
+            ledger.authorize,
+            db_session,
+            request.app.state.provider,
+            order_id=data.order_id,
+            amount_cents=data.amount_cents,
+            card_token=data.card_token,
+            user_id=_payer(data, request.user),
+        )
         try:
-            payment, created = await ledger.authorize(
-                db_session,
-                request.app.state.provider,
-                order_id=data.order_id,
-                amount_cents=data.amount_cents,
-                card_token=data.card_token,
-                user_id=_payer(data, request.user),
-            )
+            try:
+                payment, created = await attempt()
+            except IntegrityError:  # a concurrent retry of the same order won the insert:
+                await db_session.rollback()  # answer as that one did
+                payment, created = await attempt()
         except ledger.PaymentConflict as exc:
             raise ClientException(status_code=409, detail=str(exc)) from None
-        except IntegrityError:  # a concurrent retry of the same order won the insert
-            await db_session.rollback()
-            payment, created = await ledger.authorize(
-                db_session,
-                request.app.state.provider,
-                order_id=data.order_id,
-                amount_cents=data.amount_cents,
-                card_token=data.card_token,
-                user_id=_payer(data, request.user),
-            )
         if payment.status == "declined":
             await db_session.commit()  # a decline is a record too (errors are not committed)
             return problem_response(

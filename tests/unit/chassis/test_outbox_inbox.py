@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from advanced_alchemy.base import orm_registry
-from aiokafka.structs import ConsumerRecord
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -36,6 +35,7 @@ from system.events import (
     encode,
     new_event,
 )
+from tests.conftest import consumer_record as record
 
 Maker = async_sessionmaker[AsyncSession]
 
@@ -376,24 +376,6 @@ async def test_published_rows_are_purged_later(maker: Maker) -> None:
 
 
 # -- the inbox ---------------------------------------------------------------------------
-def record(
-    event: Event[Any] | bytes, offset: int = 0, headers: Any = ()
-) -> ConsumerRecord[Any, Any]:
-    value = event if isinstance(event, bytes) else encode(event)
-    key = b"k" if isinstance(event, bytes) else event.key.encode()
-    return ConsumerRecord(
-        topic="orders.events",
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=list(headers),
-    )
 
 
 async def effects(maker: Maker) -> list[tuple[str, str]]:

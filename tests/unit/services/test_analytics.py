@@ -10,7 +10,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka.structs import ConsumerRecord
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client import CollectorRegistry
@@ -27,7 +26,6 @@ from system.events.schemas import (
     PaymentCapturedV1,
     StockReservedV1,
     UserRegisteredV1,
-    encode,
     new_event,
 )
 from system.services.analytics import store
@@ -36,6 +34,7 @@ from system.services.analytics.consumers import HANDLERS, SOURCE_TOPICS, count
 from system.services.analytics.models import CountedEvent
 from system.services.analytics.projection import Summary, fold_all, minute_of, summarize
 from system.services.analytics.settings import AnalyticsSettings
+from tests.conftest import consumer_record as record
 
 Client = AsyncTestClient[Litestar]
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -127,23 +126,6 @@ EXPECTED = {
 
 def as_json(summary: Summary) -> Any:
     return msgspec.json.decode(msgspec.json.encode(summary))
-
-
-def record(event: Event[Any], offset: int = 0) -> ConsumerRecord[Any, Any]:
-    value, key = encode(event), event.key.encode()
-    return ConsumerRecord(
-        topic=event.topic,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=[],
-    )
 
 
 async def handle(client: Client, *events: Event[Any]) -> None:

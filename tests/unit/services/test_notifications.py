@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.structs import ConsumerRecord
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client import CollectorRegistry
@@ -25,13 +24,13 @@ from system.events.schemas import (
     OrderPlacedV1,
     PaymentCapturedV1,
     UserRegisteredV1,
-    encode,
     new_event,
 )
 from system.services.notifications.app import build
 from system.services.notifications.consumers import HANDLERS, notify
 from system.services.notifications.models import Notification
 from system.services.notifications.settings import NotificationsSettings
+from tests.conftest import consumer_record as record
 
 Client = AsyncTestClient[Litestar]
 ITEMS = [OrderItem(product_id="p-1", quantity=2, unit_price_cents=1250)]
@@ -64,23 +63,6 @@ def confirmed(order: str, user: str) -> Event[Any]:
 
 def cancelled(order: str, user: str, reason: str = "card_declined") -> Event[Any]:
     return new_event(OrderCancelledV1(order_id=order, user_id=user, items=ITEMS, reason=reason))
-
-
-def record(event: Event[Any], offset: int = 0) -> ConsumerRecord[Any, Any]:
-    value, key = encode(event), event.key.encode()
-    return ConsumerRecord(
-        topic=event.topic,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=[],
-    )
 
 
 async def handle(client: Client, *events: Event[Any]) -> None:
