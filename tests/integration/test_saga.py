@@ -95,7 +95,10 @@ def test_a_confirmed_order_sells_stock_captures_payment_notifies_and_counts(
     assert order["status"] == "CONFIRMED"
     # products and payments settle from order.confirmed, through Kafka
     poll_until(
-        lambda: stock(gateway, admin, product) == {"available": 1, "reserved": 0, "sold": 2},
+        lambda: (
+            stock(gateway, admin, product)
+            == {"available": 1, "reserved": 0, "sold": 2, "received": 3}
+        ),
         "stock sold",
     )
     poll_until(
@@ -128,7 +131,12 @@ def test_a_declined_card_releases_stock_and_cancels_with_the_reason(
     placed = place(gateway, admin, product, card="tok_decline_4000")
     order = terminal(gateway, admin, placed.json()["order_id"])
     assert (order["status"], order["reason"]) == ("CANCELLED", "card_declined")
-    assert stock(gateway, admin, product) == {"available": 1, "reserved": 0, "sold": 0}
+    assert stock(gateway, admin, product) == {
+        "available": 1,
+        "reserved": 0,
+        "sold": 0,
+        "received": 1,
+    }
     payment = gateway.get(f"/payments/{order['order_id']}", headers=admin).json()
     assert payment["status"] == "declined"
 
@@ -153,7 +161,12 @@ def test_the_same_idempotency_key_twice_is_one_order(
     assert changed.status_code == 409
     terminal(gateway, admin, first.json()["order_id"])
     poll_until(lambda: stock(gateway, admin, product)["sold"] == 1, "one unit sold")
-    assert stock(gateway, admin, product) == {"available": 4, "reserved": 0, "sold": 1}
+    assert stock(gateway, admin, product) == {
+        "available": 4,
+        "reserved": 0,
+        "sold": 1,
+        "received": 5,
+    }
 
 
 @pytest.mark.fault
@@ -174,7 +187,10 @@ def test_a_saga_interrupted_by_sigkill_of_its_replica_finishes_after_the_restart
         "confirmed",
     ]
     poll_until(
-        lambda: stock(gateway, admin, product) == {"available": 1, "reserved": 0, "sold": 1},
+        lambda: (
+            stock(gateway, admin, product)
+            == {"available": 1, "reserved": 0, "sold": 1, "received": 2}
+        ),
         "stock sold once",
     )
 

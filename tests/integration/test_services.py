@@ -78,7 +78,7 @@ def test_customer_and_admin_flow(
     short = gateway.put(f"/products/reservations/{order}-2", json=items, headers=customer)
     assert short.status_code == 409
     stock = gateway.get(f"/products/{product['id']}", headers=customer).json()["stock"]
-    assert stock == {"available": 0, "reserved": 2, "sold": 0}
+    assert stock == {"available": 0, "reserved": 2, "sold": 0, "received": 2}
     payment = gateway.post(
         "/payments/authorize",
         headers=customer,

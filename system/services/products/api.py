@@ -63,6 +63,8 @@ class StockLevels(Struct):
     available: int
     reserved: int
     sold: int
+    received: int
+    """Initial stock plus restocks: ``available + reserved + sold == received`` always."""
 
 
 class ProductView(Struct):
@@ -105,7 +107,7 @@ def _view(p: Product) -> ProductView:
         p.description,
         p.category,
         p.price_cents,
-        StockLevels(p.available, p.reserved, p.sold),
+        StockLevels(p.available, p.reserved, p.sold, p.received),
     )
 
 
@@ -189,6 +191,7 @@ class CatalogController(Controller):
             available=data.initial_stock,
             reserved=0,
             sold=0,
+            received=data.initial_stock,
         )
         db_session.add(product)
         try:
@@ -242,7 +245,10 @@ class CatalogController(Controller):
         await db_session.execute(
             update(Product)
             .where(Product.id == product_id)
-            .values(available=Product.available + data.quantity)
+            .values(
+                available=Product.available + data.quantity,
+                received=Product.received + data.quantity,
+            )
         )
         await db_session.refresh(product)
         return _view(product)

@@ -19,6 +19,7 @@ class Product(UUIDv7AuditBase):
         CheckConstraint("available >= 0", name="product_available_not_negative"),
         CheckConstraint("reserved >= 0", name="product_reserved_not_negative"),
         CheckConstraint("sold >= 0", name="product_sold_not_negative"),
+        CheckConstraint("available + reserved + sold = received", name="product_stock_conserved"),
     )
 
     sku: Mapped[str] = mapped_column(String(64), unique=True, index=True)
@@ -29,6 +30,8 @@ class Product(UUIDv7AuditBase):
     available: Mapped[int] = mapped_column(Integer, default=0)
     reserved: Mapped[int] = mapped_column(Integer, default=0)
     sold: Mapped[int] = mapped_column(Integer, default=0)
+    received: Mapped[int] = mapped_column(Integer, default=0)
+    """Every unit ever put in stock (initial + restocks): the conservation law's total."""
 
 
 class ReservationLine(UUIDv7Base):

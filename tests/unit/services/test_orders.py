@@ -160,7 +160,12 @@ async def test_an_order_is_confirmed_through_reserve_and_authorize(
             "confirmed",
         ]
         assert "card_token" not in history[0]["data"]
-        assert await levels(world, admin, pid) == {"available": 1, "reserved": 2, "sold": 0}
+        assert await levels(world, admin, pid) == {
+            "available": 1,
+            "reserved": 2,
+            "sold": 0,
+            "received": 3,
+        }
         async with world.orders.state.events.session_maker() as session:
             published = [
                 r.event_type
@@ -183,7 +188,12 @@ async def test_a_declined_card_releases_the_stock_and_cancels(
         await world.settle()
         order = (await world.http.get(f"/{placed.json()['order_id']}", headers=customer)).json()
         assert (order["status"], order["reason"]) == ("CANCELLED", "card_declined")
-        assert await levels(world, admin, pid) == {"available": 2, "reserved": 0, "sold": 0}
+        assert await levels(world, admin, pid) == {
+            "available": 2,
+            "reserved": 0,
+            "sold": 0,
+            "received": 2,
+        }
         history = (await world.http.get(f"/{order['order_id']}/history", headers=customer)).json()
         assert [h["type"] for h in history] == [
             "placed",
@@ -206,7 +216,12 @@ async def test_out_of_stock_cancels_without_touching_payments(
         order = (await world.http.get(f"/{placed.json()['order_id']}", headers=customer)).json()
         assert (order["status"], order["reason"]) == ("CANCELLED", "out_of_stock")
         assert order["payment_id"] is None
-        assert await levels(world, admin, pid) == {"available": 1, "reserved": 0, "sold": 0}
+        assert await levels(world, admin, pid) == {
+            "available": 1,
+            "reserved": 0,
+            "sold": 0,
+            "received": 1,
+        }
 
 
 async def test_an_unreachable_payments_edge_ends_in_compensation_not_pending(
@@ -222,7 +237,12 @@ async def test_an_unreachable_payments_edge_ends_in_compensation_not_pending(
             while await world.status_of(order_id, customer) != "CANCELLING":  # noqa: ASYNC110 - polling another app with a deadline
                 await asyncio.sleep(0.05)
         # compensation cannot finish while payments is away (the void may be needed) ...
-        assert await levels(world, admin, pid) == {"available": 1, "reserved": 0, "sold": 0}
+        assert await levels(world, admin, pid) == {
+            "available": 1,
+            "reserved": 0,
+            "sold": 0,
+            "received": 1,
+        }
         world.mesh.down.clear()
         await world.settle()  # ... and finishes once it is back
         order = (await world.http.get(f"/{order_id}", headers=customer)).json()
@@ -256,7 +276,12 @@ async def test_an_unreachable_reserve_step_ends_in_compensation_not_pending(
             "stock_released",
             "cancelled",
         ]
-        assert await levels(world, admin, pid) == {"available": 1, "reserved": 0, "sold": 0}
+        assert await levels(world, admin, pid) == {
+            "available": 1,
+            "reserved": 0,
+            "sold": 0,
+            "received": 1,
+        }
 
 
 async def test_the_same_idempotency_key_gives_the_same_order(

@@ -127,7 +127,12 @@ async def test_a_reservation_is_idempotent_by_order(
     again = await client.put("/reservations/order-1", json=reserve_body((pid, 2)), headers=customer)
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json()
-    assert await stock_of(client, pid, customer) == {"available": 3, "reserved": 2, "sold": 0}
+    assert await stock_of(client, pid, customer) == {
+        "available": 3,
+        "reserved": 2,
+        "sold": 0,
+        "received": 5,
+    }
     other = await client.put("/reservations/order-1", json=reserve_body((pid, 1)), headers=customer)
     assert other.status_code == 409
 
@@ -145,7 +150,12 @@ async def test_concurrent_orders_for_the_last_unit_get_it_once(
     )
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] + [409] * 19
-    assert await stock_of(client, pid, customer) == {"available": 0, "reserved": 1, "sold": 0}
+    assert await stock_of(client, pid, customer) == {
+        "available": 0,
+        "reserved": 1,
+        "sold": 0,
+        "received": 1,
+    }
 
 
 async def test_a_short_line_reserves_nothing(
@@ -180,7 +190,12 @@ async def test_release_and_commit_settle_once_and_never_contradict(
         assert (
             await client.post("/reservations/drop/release", headers=customer)
         ).status_code == 200
-    assert await stock_of(client, pid, customer) == {"available": 3, "reserved": 0, "sold": 1}
+    assert await stock_of(client, pid, customer) == {
+        "available": 3,
+        "reserved": 0,
+        "sold": 1,
+        "received": 4,
+    }
     assert (await client.post("/reservations/keep/release", headers=customer)).status_code == 409
     assert (await client.post("/reservations/drop/commit", headers=customer)).status_code == 409
     assert (await client.post("/reservations/none/commit", headers=customer)).status_code == 409
@@ -216,4 +231,22 @@ async def test_order_events_settle_reservations(
         await on_order_confirmed(session, confirmed)
         await on_order_cancelled(session, cancelled)
         await on_order_cancelled(session, never_reserved)
-    assert await stock_of(client, pid, customer) == {"available": 2, "reserved": 0, "sold": 2}
+    assert await stock_of(client, pid, customer) == {
+        "available": 2,
+        "reserved": 0,
+        "sold": 2,
+        "received": 4,
+    }
+
+
+async def test_restocking_adds_to_available_and_to_received(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    admin = auth("admin")
+    pid = (await new_product(client, admin, stock=2))["id"]
+    restocked = await client.post(f"/{pid}/restock", json={"quantity": 3}, headers=admin)
+    assert restocked.status_code == 201, restocked.text
+    assert restocked.json()["stock"] == {"available": 5, "reserved": 0, "sold": 0, "received": 5}
+    refused = await client.post(f"/{pid}/restock", json={"quantity": 0}, headers=admin)
+    assert refused.status_code == 400
+    assert (await stock_of(client, pid, admin))["received"] == 5
