@@ -223,5 +223,41 @@ def logs(ctx: Context, name: str, lines: int, follow: bool) -> None:
         tail.wait()
 
 
+@main.command()
+@click.argument("name")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the stop.")
+@click.pass_obj
+def hold(ctx: Context, name: str, timeout: float) -> None:
+    """Stop one process (e.g. kafka) and keep it down until `harness release NAME`."""
+    try:
+        control.hold(ctx.paths, name)
+        control.wait_process(
+            ctx.paths, name, lambda p: p["phase"] == "held", "stop", timeout=timeout
+        )
+    except control.StackError as exc:
+        _fail(str(exc))
+    console.print(f"{name} is held: stopped, and not restarted until `harness release {name}`")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for ready.")
+@click.pass_obj
+def release(ctx: Context, name: str, timeout: float) -> None:
+    """Start a held process again and wait until it is ready."""
+    try:
+        control.release(ctx.paths, name)
+        control.wait_process(
+            ctx.paths,
+            name,
+            lambda p: p["ready"] and not p.get("held"),
+            "become ready again",
+            timeout=timeout,
+        )
+    except control.StackError as exc:
+        _fail(str(exc))
+    console.print(f"{name} is released and ready")
+
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -180,6 +181,61 @@ def stop(paths: StackPaths, *, timeout: float = 60.0) -> bool:
 def _remove_stale_files(paths: StackPaths) -> None:
     paths.state_file.unlink(missing_ok=True)
     (paths.root / "supervisor.lock").unlink(missing_ok=True)
+    shutil.rmtree(paths.holds, ignore_errors=True)  # holds live as long as their supervisor
+
+
+# -- holds: a process kept stopped on purpose --------------------------------------------
+def read_holds(paths: StackPaths) -> set[str]:
+    """The names held now (the daemon polls this)."""
+    try:
+        return {p.name for p in paths.holds.iterdir() if not p.name.startswith(".")}
+    except FileNotFoundError:
+        return set()
+
+
+def hold(paths: StackPaths, name: str) -> None:
+    """Ask the running supervisor to stop ``name`` gracefully and keep it down (it does not
+    restart it, and nothing that depends on it is stopped) until :func:`release`."""
+    _process_names(paths, name)
+    paths.holds.mkdir(parents=True, exist_ok=True)
+    (paths.holds / name).touch()
+
+
+def release(paths: StackPaths, name: str) -> None:
+    """Let ``name`` start again; readiness shows in ``state.json`` as usual."""
+    _process_names(paths, name)
+    (paths.holds / name).unlink(missing_ok=True)
+
+
+def _process_names(paths: StackPaths, name: str) -> list[str]:
+    state = read_state(paths)
+    if state is None or supervisor_pid(paths) is None:
+        raise StackError(f"stack {paths.root.name!r} is not running: `harness up`")
+    names = [p["name"] for p in state["processes"]]
+    if name not in names:
+        raise StackError(f"stack {paths.root.name!r} has no process {name!r}: {', '.join(names)}")
+    return names
+
+
+def wait_process(
+    paths: StackPaths,
+    name: str,
+    condition: Callable[[dict[str, Any]], bool],
+    description: str,
+    *,
+    timeout: float,
+) -> dict[str, Any]:
+    """Poll ``state.json`` until process ``name``'s entry meets ``condition``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = read_state(paths) or {}
+        processes: list[dict[str, Any]] = state.get("processes", [])
+        entry = next((p for p in processes if p["name"] == name), None)
+        if entry is not None and condition(entry):
+            return entry
+        if time.monotonic() > deadline:
+            raise StackError(f"{name} did not {description} within {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 def status(paths: StackPaths) -> dict[str, Any] | None:

@@ -1,12 +1,14 @@
 """The supervisor process of one stack: ``python -m system.runtime.daemon STACK_DIR``.
 
-It holds the stack's lock, writes ``state.json`` on every change, and on SIGTERM or
+It holds the stack's lock, writes ``state.json`` on every change, keeps the processes
+named in ``holds/`` stopped (see :func:`system.runtime.control.hold`), and on SIGTERM or
 SIGINT stops every process it started and removes its state and lock files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 from system.runtime.components import build_specs, write_configs
+from system.runtime.control import read_holds
 from system.runtime.paths import StackPaths
 from system.runtime.state import StackSettings, write_json_atomic
 from system.runtime.supervisor import Supervisor
@@ -33,6 +36,13 @@ def _lock(paths: StackPaths) -> int:
         os.close(fd)
         raise StackBusy(f"stack {paths.root.name!r} already has a supervisor") from exc
     return fd
+
+
+async def watch_holds(paths: StackPaths, supervisor: Supervisor, interval: float = 0.2) -> None:
+    """Apply the ``holds/`` folder to the supervisor, polling it (one file per held name)."""
+    while True:
+        supervisor.sync_holds(read_holds(paths))
+        await asyncio.sleep(interval)
 
 
 async def supervise(paths: StackPaths, settings: StackSettings) -> None:
@@ -62,9 +72,13 @@ async def supervise(paths: StackPaths, settings: StackSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.request_stop)
     publish(supervisor)
+    holds = asyncio.create_task(watch_holds(paths, supervisor))
     try:
         await supervisor.run()
     finally:
+        holds.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await holds
         paths.state_file.unlink(missing_ok=True)
 
 

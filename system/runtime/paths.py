@@ -60,6 +60,11 @@ class StackPaths:
         return self.root / "state.json"
 
     @property
+    def holds(self) -> Path:
+        """One empty file per held process: the supervisor keeps it stopped while it exists."""
+        return self.root / "holds"
+
+    @property
     def supervisor_log(self) -> Path:
         return self.logs / "supervisor.log"
 

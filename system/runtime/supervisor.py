@@ -5,6 +5,10 @@ probed for readiness, are restarted with exponential backoff when they exit, and
 in reverse dependency order: SIGTERM, then SIGKILL after the spec's grace period. Each
 child also gets ``PR_SET_PDEATHSIG`` so that even a SIGKILLed supervisor leaves no
 orphan behind.
+
+A *held* process (:meth:`Supervisor.hold`) is stopped the same graceful way and is not
+restarted until it is released: a component taken down on purpose (a broker outage),
+while what depends on it keeps running.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +62,8 @@ class ProcessState:
     ports: dict[str, int]
     log: str
     phase: str = "waiting"
-    """waiting → starting → running → (backoff → starting …) → stopping → stopped."""
+    """waiting → starting → running → (backoff → starting …) → stopping → stopped;
+    a held process goes running → stopping → held → (released) starting …"""
     ready: bool = False
     pid: int | None = None
     create_time: float | None = None
@@ -67,6 +72,8 @@ class ProcessState:
     last_exit: int | None = None
     started_at: float | None = None
     error: str | None = None
+    held: bool = False
+    """Stopped on purpose and kept down until released (not a crash, not restarted)."""
 
 
 @dataclass
@@ -75,6 +82,14 @@ class _Running:
     state: ProcessState
     proc: asyncio.subprocess.Process | None = None
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def is_held(self) -> bool:  # a call, so that type narrowing does not outlive an await
+        return self.state.held
 
 
 class SupervisorError(RuntimeError):
@@ -123,6 +138,7 @@ class Supervisor:
         self._on_change = on_change
         self._stopping_flag = False
         self._stop_requested = asyncio.Event()
+        self._holding: set[asyncio.Task[None]] = set()
         self._procs = {
             s.name: _Running(
                 s, ProcessState(s.name, s.role, dict(s.ports), str(logs / f"{s.name}.log"))
@@ -148,6 +164,47 @@ class Supervisor:
     def stopping(self) -> bool:
         return self._stopping_flag
 
+    # -- holds ---------------------------------------------------------------------------
+    def hold(self, name: str) -> None:
+        """Stop ``name`` gracefully (in the background) and keep it stopped until released."""
+        r = self._running(name)
+        if r.state.held or self.stopping():
+            return
+        r.state.held, r.state.ready = True, False
+        r.released.clear()
+        r.ready_event.clear()
+        if not r.alive:
+            r.state.phase, r.state.pid, r.state.create_time = "held", None, None
+        log.warning("%s is held: stopping it until it is released", name)
+        self._changed()
+        task = asyncio.create_task(self._terminate(r), name=f"{name}:hold")
+        self._holding.add(task)
+        task.add_done_callback(self._holding.discard)
+
+    def release(self, name: str) -> None:
+        """Let ``name`` start again (readiness is probed and published as usual)."""
+        r = self._running(name)
+        if not r.state.held:
+            return
+        r.state.held, r.state.streak = False, 0
+        r.released.set()
+        log.info("%s is released", name)
+        self._changed()
+
+    def sync_holds(self, names: Collection[str]) -> None:
+        """Hold exactly ``names`` (unknown names are ignored): the daemon's folder of holds."""
+        for name, r in self._procs.items():
+            if name in names and not r.state.held:
+                self.hold(name)
+            elif name not in names and r.state.held:
+                self.release(name)
+
+    def _running(self, name: str) -> _Running:
+        try:
+            return self._procs[name]
+        except KeyError:
+            raise SupervisorError(f"no process {name!r}: {', '.join(self._procs)}") from None
+
     # -- life cycle ----------------------------------------------------------------------
     def request_stop(self) -> None:
         self._stop_requested.set()
@@ -169,28 +226,48 @@ class Supervisor:
         self._stopping_flag = True
         for layer in reversed(self._layers):
             await asyncio.gather(*(self._stop(self._procs[name]) for name in layer))
-        for task in tasks:
+        for task in (*tasks, *self._holding):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._holding, return_exceptions=True)
 
     async def _stop(self, r: _Running) -> None:
-        proc = r.proc
         r.state.ready = False
-        if proc is not None and proc.returncode is None:
-            r.state.phase = "stopping"
-            self._changed()
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), r.spec.stop_grace)
-            except TimeoutError:
-                log.warning("%s ignored SIGTERM for %.0fs: SIGKILL", r.spec.name, r.spec.stop_grace)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-            r.state.last_exit = proc.returncode
+        await self._terminate(r)
         r.state.phase, r.state.pid, r.state.create_time = "stopped", None, None
         self._changed()
+
+    async def _terminate(self, r: _Running) -> None:
+        """SIGTERM, then SIGKILL after the spec's grace; nothing if it is not running."""
+        proc = r.proc
+        if proc is None or proc.returncode is not None:
+            return
+        r.state.phase = "stopping"
+        self._changed()
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), r.spec.stop_grace)
+        except TimeoutError:
+            log.warning("%s ignored SIGTERM for %.0fs: SIGKILL", r.spec.name, r.spec.stop_grace)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        r.state.last_exit = proc.returncode
+
+    async def _sit_out(self, r: _Running) -> None:
+        """While ``r`` is held: published as held, waiting for its release (or the end)."""
+        r.state.phase, r.state.ready, r.state.pid, r.state.create_time = "held", False, None, None
+        r.ready_event.clear()
+        self._changed()
+        waiters = [
+            asyncio.create_task(r.released.wait()),
+            asyncio.create_task(self._stop_requested.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _interruptible_sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -201,11 +278,16 @@ class Supervisor:
             await self._procs[dep].ready_event.wait()
         loop = asyncio.get_running_loop()
         while not self.stopping():
+            if r.state.held:
+                await self._sit_out(r)
+                continue
             started = loop.time()
             try:
                 if r.spec.prepare is not None:
                     await r.spec.prepare()
                 proc = await self._spawn(r)
+                if r.is_held():  # held while it was starting
+                    await self._terminate(r)
                 returncode = await proc.wait()
                 detail = f"exited with {returncode}"
             except Exception as exc:  # a failed start is a crash like any other
@@ -213,6 +295,9 @@ class Supervisor:
                 r.state.error = str(exc)
             if self.stopping():
                 return
+            if r.is_held():  # stopped on purpose: not a crash, not restarted
+                r.state.last_exit = returncode
+                continue
             ran = loop.time() - started
             r.state.streak = 1 if ran >= self._backoff.stable_after else r.state.streak + 1
             r.state.restarts += 1
@@ -253,10 +338,10 @@ class Supervisor:
 
     async def _probe(self, r: _Running) -> None:
         while True:
-            running = r.proc is not None and r.proc.returncode is None
+            running = r.alive and not r.state.held
             ok = False
             if running and not self.stopping():
-                ok = await self._check(r)
+                ok = await self._check(r) and not r.state.held
             if ok != r.state.ready and not self.stopping():
                 r.state.ready = ok
                 if ok:

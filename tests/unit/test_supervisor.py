@@ -13,6 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from system.runtime import control
+from system.runtime.control import read_holds
+from system.runtime.paths import StackPaths
 from system.runtime.process import ProcessSpec
 from system.runtime.supervisor import Backoff, Supervisor, SupervisorError, stop_layers
 
@@ -224,3 +227,94 @@ async def test_every_change_is_published(tmp_path: Path) -> None:
         await until(lambda: supervisor.all_ready, "ready")
     assert seen[-1] is False
     assert True in seen
+
+
+@pytest.mark.asyncio
+async def test_a_held_process_is_stopped_gracefully_and_not_restarted(tmp_path: Path) -> None:
+    base = ProcessSpec("broker", SLEEPER)
+    dependent = ProcessSpec("svc", SLEEPER, after=("broker",))
+    supervisor = Supervisor([base, dependent], tmp_path / "logs", backoff=FAST, probe_interval=0.02)
+    async for _ in running(supervisor):
+        await until(lambda: supervisor.all_ready, "both ready")
+        broker_pid, svc_pid = state(supervisor, "broker")["pid"], state(supervisor, "svc")["pid"]
+        supervisor.hold("broker")
+        await until(lambda: state(supervisor, "broker")["phase"] == "held", "broker held")
+        assert not psutil.pid_exists(broker_pid) or psutil.Process(broker_pid).status() == "zombie"
+        await asyncio.sleep(0.3)  # several backoff periods: a crash would have restarted it
+        held = state(supervisor, "broker")
+        assert (held["held"], held["ready"], held["pid"]) == (True, False, None)
+        assert held["restarts"] == 0, "a hold is not a crash"
+        assert held["last_exit"] == -signal.SIGTERM, "stopped gracefully"
+        assert state(supervisor, "svc")["pid"] == svc_pid, "dependents keep running"
+        assert not supervisor.all_ready
+
+        supervisor.release("broker")
+        await until(lambda: state(supervisor, "broker")["ready"], "broker ready after release")
+        released = state(supervisor, "broker")
+        assert released["held"] is False
+        assert released["pid"] not in (None, broker_pid)
+        await until(lambda: supervisor.all_ready, "all ready again")
+
+
+@pytest.mark.asyncio
+async def test_sync_holds_applies_a_set_of_names_and_ignores_unknown_ones(tmp_path: Path) -> None:
+    supervisor = Supervisor(
+        [ProcessSpec("a", SLEEPER), ProcessSpec("b", SLEEPER)],
+        tmp_path / "logs",
+        backoff=FAST,
+        probe_interval=0.02,
+    )
+    async for _ in running(supervisor):
+        await until(lambda: supervisor.all_ready, "ready")
+        supervisor.sync_holds({"a", "ghost"})
+        await until(lambda: state(supervisor, "a")["phase"] == "held", "a held")
+        assert state(supervisor, "b")["ready"]
+        supervisor.sync_holds(set())
+        await until(lambda: state(supervisor, "a")["ready"], "a ready after release")
+    with pytest.raises(SupervisorError, match="no process 'ghost'"):
+        supervisor.hold("ghost")
+
+
+@pytest.mark.asyncio
+async def test_a_held_process_that_ignores_sigterm_is_killed_after_its_grace(
+    tmp_path: Path,
+) -> None:
+    stubborn = ProcessSpec(
+        "stubborn",
+        python(
+            "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('armed', flush=True); time.sleep(60)"
+        ),
+        stop_grace=0.3,
+    )
+    supervisor = Supervisor([stubborn], tmp_path / "logs", backoff=FAST, probe_interval=0.02)
+    log = tmp_path / "logs" / "stubborn.log"
+    async for _ in running(supervisor):
+        await until(lambda: supervisor.all_ready and "\narmed" in log.read_text(), "armed")
+        supervisor.hold("stubborn")
+        await until(lambda: state(supervisor, "stubborn")["phase"] == "held", "held")
+        assert state(supervisor, "stubborn")["last_exit"] == -signal.SIGKILL
+
+
+@pytest.mark.asyncio
+async def test_a_process_held_before_it_starts_waits_for_its_release(tmp_path: Path) -> None:
+    supervisor = Supervisor([ProcessSpec("pod", SLEEPER)], tmp_path / "logs", probe_interval=0.02)
+    supervisor.hold("pod")
+    async for _ in running(supervisor):
+        await until(lambda: state(supervisor, "pod")["phase"] == "held", "held at start")
+        await asyncio.sleep(0.1)
+        assert state(supervisor, "pod")["pid"] is None
+        supervisor.release("pod")
+        await until(lambda: state(supervisor, "pod")["ready"], "ready after release")
+    assert state(supervisor, "pod")["phase"] == "stopped"
+
+
+def test_the_holds_folder_is_read_by_name_and_cleared_with_the_stack(tmp_path: Path) -> None:
+    paths = StackPaths(tmp_path / "stack")
+    assert read_holds(paths) == set()
+    paths.holds.mkdir(parents=True)
+    (paths.holds / "kafka").touch()
+    (paths.holds / ".kafka.tmp").touch()
+    assert read_holds(paths) == {"kafka"}
+    control.stop(paths)  # not running: still leaves no state, lock or hold behind
+    assert read_holds(paths) == set()
