@@ -4,7 +4,9 @@ in the outbox (nothing is lost) and nothing is consumed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,9 +15,31 @@ from system.chassis.health import ReadyCheck
 from system.chassis.inbox import EventConsumer, Handler
 from system.chassis.outbox import OutboxRelay
 from system.chassis.settings import ServiceSettings
-from system.events.schemas import topic_for
+from system.events.schemas import Event, topic_for
 
 EventHandler = Handler
+log = logging.getLogger("chassis.events")
+
+
+def with_defects(
+    handlers: Mapping[str, EventHandler], defects: Iterable[str]
+) -> dict[str, EventHandler]:
+    """``handlers`` with the deliberate defects applied (see ``ServiceSettings.defects``):
+    ``drop:<type>`` swaps that type's handler for one that acknowledges and does nothing."""
+    result = dict(handlers)
+    for defect in defects:
+        kind, _, event_type = defect.partition(":")
+        if kind != "drop" or event_type not in handlers:
+            raise ValueError(
+                f"unknown defect {defect!r}: use drop:<event type>, one of {sorted(handlers)}"
+            )
+        log.warning("DELIBERATE DEFECT: %s events are acknowledged and dropped", event_type)
+
+        async def drop(session: AsyncSession, event: Event[Any]) -> None:
+            return None
+
+        result[event_type] = drop
+    return result
 
 
 class EventRuntime:

@@ -51,6 +51,11 @@ class ServiceSettings(BaseSettings):
     mesh_retries: int = Field(2, ge=0, le=5)
     mesh_breaker_threshold: int = Field(5, ge=1)
     mesh_breaker_reset_s: float = Field(10.0, gt=0)
+    defects: frozenset[str] = frozenset()
+    """Deliberate defects, to prove that the harness notices a broken system (never set
+    them elsewhere). ``drop:<event type>``: acknowledge that event without handling it,
+    the classic lost-event bug. JSON in the env:
+    ``PRODUCTS_DEFECTS='["drop:order.confirmed"]'``."""
     log_level: str = "INFO"
     log_json: bool = True
 
