@@ -44,10 +44,13 @@ class StackSettings:
     """``sqlite`` (a file per service) or ``postgres`` (a supervised server, one database
     per service); see :data:`system.runtime.topology.DATABASES`."""
 
+    env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Extra environment per service (e.g. a test stack's shorter saga lease)."""
+
     def topology(self) -> Topology:
         base = load_topology(Path(self.topology_file))
         return base.with_overrides(
-            port_base=self.port_base, replicas=self.replicas, database=self.database
+            port_base=self.port_base, replicas=self.replicas, database=self.database, env=self.env
         )
 
     def save(self, paths: StackPaths) -> None:

@@ -192,11 +192,20 @@ class Topology:
         port_base: int | None = None,
         replicas: Mapping[str, int] | None = None,
         database: str | None = None,
+        env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Topology:
+        """This topology with other ports, replica counts, database, or extra environment
+        per service (``env``: service → variables, added to its own)."""
+        replicas, env = replicas or {}, env or {}
         services = tuple(
-            replace(s, replicas=(replicas or {}).get(s.name, s.replicas)) for s in self.services
+            replace(
+                s,
+                replicas=replicas.get(s.name, s.replicas),
+                env={**s.env, **env.get(s.name, {})},
+            )
+            for s in self.services
         )
-        for name in replicas or {}:
+        for name in (*replicas, *env):
             self.service(name)
         result = replace(
             self,

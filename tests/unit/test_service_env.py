@@ -12,7 +12,7 @@ from system.runtime import components, tools
 from system.runtime.components import INFRASTRUCTURE, build_specs, preflight, service_env
 from system.runtime.paths import StackPaths
 from system.runtime.state import StackSettings
-from system.runtime.topology import parse_topology
+from system.runtime.topology import TopologyError, parse_topology
 
 TOPOLOGY = parse_topology(
     {
@@ -116,3 +116,13 @@ def test_a_missing_postgres_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(tools.ToolMissing, match=r"run `make bootstrap` \(Debian package postgres"):
         tools.initdb_binary()
+
+
+def test_a_stack_adds_environment_per_service_over_the_topology_own(tmp_path: Path) -> None:
+    changed = TOPOLOGY.with_overrides(env={"orders": {"ORDERS_LEASE_S": "2"}})
+    assert changed.service("orders").env == {"ORDERS_SAGA_TIMEOUT_S": "5", "ORDERS_LEASE_S": "2"}
+    assert changed.service("users").env == {}
+    env = service_env(changed, StackPaths(tmp_path), "orders", 0)
+    assert env["ORDERS_LEASE_S"] == "2"
+    with pytest.raises(TopologyError, match="no service named 'nope'"):
+        TOPOLOGY.with_overrides(env={"nope": {"X": "1"}})
