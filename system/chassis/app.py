@@ -33,8 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.auth import jwt_auth
 from system.chassis.db import create_engine, create_reader
-from system.chassis.events import EventHandler, EventRuntime
+from system.chassis.events import EventHandler, EventRuntime, with_defects
 from system.chassis.health import HealthController, database_check
+from system.chassis.openapi import Link, document
 from system.chassis.outbound import MeshClient
 from system.chassis.problems import problem_details_plugin, unexpected_error
 from system.chassis.settings import ServiceSettings
@@ -56,6 +57,8 @@ class ServiceParts:
     on_startup: Sequence[Hook] = ()
     on_shutdown: Sequence[Hook] = ()
     """Run first on shutdown, before the event plumbing stops (e.g. stop background work)."""
+    links: Sequence[Link] = ()
+    """OpenAPI links between the service's operations (see ``system.chassis.openapi``)."""
     version: str = "1.0.0"
     description: str = ""
 
@@ -95,7 +98,8 @@ def create_app(
         before_send_handler="autocommit",
         session_config=AsyncSessionConfig(expire_on_commit=False),
     )
-    events = EventRuntime(settings, session_maker, parts.event_handlers, tracer_provider=provider)
+    handlers = with_defects(parts.event_handlers, settings.defects)
+    events = EventRuntime(settings, session_maker, handlers, tracer_provider=provider)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -130,7 +134,7 @@ def create_app(
 
     auth = jwt_auth(settings, parts.public_paths) if settings.jwt_public_key_file else None
     observability = ["/health", "/metrics", "/schema"]
-    return Litestar(
+    app = Litestar(
         route_handlers=[*parts.route_handlers, HealthController, MetricsController],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False),
@@ -174,6 +178,8 @@ def create_app(
             path="/schema",
         ),
     )
+    document(app.openapi_schema, public_paths=parts.public_paths, links=parts.links)
+    return app
 
 
 def _mesh(state: State) -> MeshClient:
@@ -181,4 +187,4 @@ def _mesh(state: State) -> MeshClient:
     return mesh
 
 
-__all__ = ["ServiceParts", "create_app"]
+__all__ = ["Link", "ServiceParts", "create_app"]

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from system.chassis.auth import Principal
 from system.chassis.deps import DbSession, ReadSession
+from system.chassis.openapi import Link
 from system.chassis.outbound import UpstreamError
 from system.chassis.problems import problem_response, problem_responses
 from system.events.schemas import uuid7
@@ -95,6 +96,19 @@ async def _visible(db: Any, order_id: str, user: Principal) -> OrderView:
     if view is None or (view.user_id != user.user_id and user.role != "admin"):
         raise NotFoundException(detail=f"no order {order_id}")
     return view
+
+
+LINKS = (
+    Link("GetOrder", "POST /", 202, "GET /{order_id}", {"order_id": "$response.body#/order_id"}),
+    Link(
+        "GetOrderHistory",
+        "POST /",
+        202,
+        "GET /{order_id}/history",
+        {"order_id": "$response.body#/order_id"},
+    ),
+)
+"""Place → read, for stateful tests."""
 
 
 class OrdersController(Controller):

@@ -8,7 +8,7 @@ from litestar import Litestar
 from system.chassis.app import ServiceParts, create_app
 from system.chassis.credentials import ServiceToken
 from system.chassis.settings import load_settings
-from system.services.orders.api import OrdersController
+from system.services.orders.api import LINKS, OrdersController
 from system.services.orders.saga import SagaDriver
 from system.services.orders.settings import OrdersSettings
 
@@ -37,6 +37,7 @@ def build(
             route_handlers=[OrdersController],
             on_startup=[start_saga],
             on_shutdown=[stop_saga],
+            links=LINKS,
             description="Orders: event-sourced, driven by a saga.",
         ),
         mesh_transport=mesh_transport,

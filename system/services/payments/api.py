@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import ClientException, NotFoundException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from msgspec import Meta, Struct
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from system.chassis.auth import Principal, requires_role
 from system.chassis.deps import DbSession
+from system.chassis.openapi import Link
 from system.chassis.problems import problem_response, problem_responses
 from system.services.payments import ledger
 from system.services.payments.models import Payment
@@ -74,14 +76,26 @@ class PaymentsController(Controller):
     path = "/"
     tags = ("payments",)
 
-    @post("/authorize", status_code=200, responses=problem_responses(400, 401, 402, 409))
+    @post(
+        "/authorize",
+        status_code=201,
+        responses={
+            200: ResponseSpec(
+                PaymentView,
+                description="The order was authorized before: that payment, unchanged",
+                generate_examples=False,
+            ),
+            **problem_responses(400, 401, 402, 409),
+        },
+    )
     async def authorize(
         self,
         data: JSONBody[Authorization],
         db_session: DbSession,
         request: Request[Principal, Any, Any],
     ) -> Response[Any]:
-        """Hold the amount on the card; a declined card answers 402 (the same on retry)."""
+        """Hold the amount on the card (201); a retry answers 200 with the same payment, a
+        declined card 402 (the same on retry)."""
         attempt = functools.partial(
             ledger.authorize,
             db_session,
@@ -140,6 +154,32 @@ class PaymentsController(Controller):
     async def refund(self, order_id: OrderPath, db_session: DbSession) -> PaymentView:
         """Give settled money back (admin; idempotent)."""
         return await _apply(db_session, ledger.refund, order_id)
+
+
+_ORDER = "$response.body#/order_id"
+
+_FOLLOW_UPS = (
+    ("GetPayment", "GET /{order_id}"),
+    ("VoidPayment", "POST /{order_id}/void"),
+    ("CapturePayment", "POST /{order_id}/capture"),
+    ("RefundPayment", "POST /{order_id}/refund"),
+)
+LINKS = (
+    *(
+        Link(f"{name}{status}", "POST /authorize", status, target, {"order_id": _ORDER})
+        for status in (200, 201)
+        for name, target in _FOLLOW_UPS
+    ),
+    Link(
+        "RefundCaptured",
+        "POST /{order_id}/capture",
+        200,
+        "POST /{order_id}/refund",
+        {"order_id": _ORDER},
+    ),
+    Link("GetVoided", "POST /{order_id}/void", 200, "GET /{order_id}", {"order_id": _ORDER}),
+)
+"""Authorize → read / void / capture → refund, for stateful tests."""
 
 
 class LedgerController(Controller):

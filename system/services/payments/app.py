@@ -6,7 +6,7 @@ from litestar import Litestar
 
 from system.chassis.app import ServiceParts, create_app
 from system.chassis.settings import load_settings
-from system.services.payments.api import LedgerController, PaymentsController
+from system.services.payments.api import LINKS, LedgerController, PaymentsController
 from system.services.payments.consumers import HANDLERS
 from system.services.payments.provider import SimulatedProvider
 from system.services.payments.settings import PaymentsSettings
@@ -18,6 +18,7 @@ def build(settings: PaymentsSettings) -> Litestar:
         ServiceParts(
             route_handlers=[PaymentsController, LedgerController],
             event_handlers=HANDLERS,
+            links=LINKS,
             description="Card payments and their ledger.",
         ),
     )

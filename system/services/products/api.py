@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from system.chassis.auth import Principal, requires_role
 from system.chassis.deps import DbSession, ReadSession
+from system.chassis.openapi import Link
 from system.chassis.outbox import stage
 from system.chassis.problems import problem_responses
 from system.events.schemas import (
@@ -310,6 +311,74 @@ class ReservationController(Controller):
     async def commit(self, order_id: OrderId, db_session: DbSession) -> ReservationView:
         """Turn the order's reserved units into sold ones (idempotent)."""
         return await _finish(db_session, order_id, stock.commit, StockCommittedV1)
+
+
+_NEW = "$response.body#/id"
+_SAME = "$request.path.product_id"
+_ORDER = "$response.body#/order_id"
+
+LINKS = (
+    Link("GetProduct", "POST /", 201, "GET /{product_id}", {"product_id": _NEW}),
+    Link("UpdateProduct", "POST /", 201, "PATCH /{product_id}", {"product_id": _NEW}),
+    Link("RestockProduct", "POST /", 201, "POST /{product_id}/restock", {"product_id": _NEW}),
+    Link("DeleteProduct", "POST /", 201, "DELETE /{product_id}", {"product_id": _NEW}),
+    Link(
+        "ReserveProduct",
+        "POST /",
+        201,
+        "PUT /reservations/{order_id}",
+        request_body={"items": [{"product_id": _NEW, "quantity": 1}]},
+    ),
+    Link(
+        "GetUpdatedProduct", "PATCH /{product_id}", 200, "GET /{product_id}", {"product_id": _SAME}
+    ),
+    Link(
+        "DeleteUpdatedProduct",
+        "PATCH /{product_id}",
+        200,
+        "DELETE /{product_id}",
+        {"product_id": _SAME},
+    ),
+    Link(
+        "GetRestockedProduct",
+        "POST /{product_id}/restock",
+        201,
+        "GET /{product_id}",
+        {"product_id": _SAME},
+    ),
+    Link(
+        "GetDeletedProduct", "DELETE /{product_id}", 204, "GET /{product_id}", {"product_id": _SAME}
+    ),
+    Link(
+        "GetReservation",
+        "PUT /reservations/{order_id}",
+        200,
+        "GET /reservations/{order_id}",
+        {"order_id": _ORDER},
+    ),
+    Link(
+        "ReleaseReservation",
+        "PUT /reservations/{order_id}",
+        200,
+        "POST /reservations/{order_id}/release",
+        {"order_id": _ORDER},
+    ),
+    Link(
+        "CommitReservation",
+        "PUT /reservations/{order_id}",
+        200,
+        "POST /reservations/{order_id}/commit",
+        {"order_id": _ORDER},
+    ),
+    Link(
+        "GetReservedProduct",
+        "PUT /reservations/{order_id}",
+        200,
+        "GET /{product_id}",
+        {"product_id": "$response.body#/items/0/product_id"},
+    ),
+)
+"""Create → read → update → restock → reserve → settle → delete, for stateful tests."""
 
 
 async def _finish(

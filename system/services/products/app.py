@@ -6,7 +6,7 @@ from litestar import Litestar
 
 from system.chassis.app import ServiceParts, create_app
 from system.chassis.settings import load_settings
-from system.services.products.api import CatalogController, ReservationController
+from system.services.products.api import LINKS, CatalogController, ReservationController
 from system.services.products.consumers import HANDLERS
 from system.services.products.settings import ProductsSettings
 
@@ -17,6 +17,7 @@ def build(settings: ProductsSettings) -> Litestar:
         ServiceParts(
             route_handlers=[CatalogController, ReservationController],
             event_handlers=HANDLERS,
+            links=LINKS,
             description="The catalog and its stock.",
         ),
     )

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from system.chassis.auth import Principal
 from system.chassis.deps import DbSession
+from system.chassis.openapi import Link
 from system.chassis.outbox import stage
 from system.chassis.problems import problem_responses
 from system.events.schemas import UserRegisteredV1, new_event
@@ -116,6 +117,25 @@ class UsersController(Controller):
         """The public keys that verify this service's tokens (RFC 7517)."""
         keys: dict[str, Any] = json.loads(request.app.state.jwks)
         return keys
+
+
+LINKS = (
+    Link(
+        "Login",
+        "POST /register",
+        201,
+        "POST /login",
+        request_body={"email": "$request.body#/email", "password": "$request.body#/password"},
+    ),
+    Link(
+        "Me",
+        "POST /login",
+        200,
+        "GET /me",
+        {"header.Authorization": "Bearer {$response.body#/access_token}"},
+    ),
+)
+"""Register → login → me, for stateful tests."""
 
 
 class ClientCredentials(Struct, forbid_unknown_fields=True):

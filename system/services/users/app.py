@@ -10,7 +10,7 @@ from sqlalchemy import select
 from system.chassis.app import ServiceParts, create_app
 from system.chassis.keys import KeyFiles, jwks_of
 from system.chassis.settings import load_settings
-from system.services.users.api import ServiceTokenController, UsersController
+from system.services.users.api import LINKS, ServiceTokenController, UsersController
 from system.services.users.models import User
 from system.services.users.security import TokenIssuer, admin_password, hash_password
 from system.services.users.settings import UsersSettings
@@ -45,6 +45,7 @@ def build(settings: UsersSettings) -> Litestar:
             route_handlers=[UsersController, ServiceTokenController],
             public_paths=PUBLIC,
             on_startup=[seed_admin],
+            links=LINKS,
             description="Accounts and tokens.",
         ),
     )

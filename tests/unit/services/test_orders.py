@@ -15,6 +15,7 @@ import httpx
 from litestar import Litestar
 from sqlalchemy import select
 
+from system.chassis.inprocess import InProcessMesh, mesh_urls
 from system.chassis.keys import KeyFiles
 from system.chassis.outbox import OutboxMessage
 from system.services.orders.app import build as build_orders
@@ -29,29 +30,13 @@ from system.services.users.settings import UsersSettings
 SECRET = "orders-client-secret-0123456789"
 
 
-class Apps(httpx.AsyncBaseTransport):
-    """The mesh, in-process: ``http://<service>/...`` reaches that service's app; a name
-    (``payments``) or a name and path prefix (``products/reservations``) listed in
-    ``down`` fails to connect, like an unreachable edge."""
-
-    def __init__(self, apps: dict[str, Litestar]) -> None:
-        self.apps = {name: httpx.ASGITransport(app=app) for name, app in apps.items()}
-        self.down: set[str] = set()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        where = f"{request.url.host}{request.url.path}"
-        if any(request.url.host == d or where.startswith(d) for d in self.down):
-            raise httpx.ConnectError(f"{request.url.host} is down", request=request)
-        return await self.apps[request.url.host].handle_async_request(request)
-
-
 class World:
     def __init__(
         self,
         orders: Litestar,
         products: httpx.AsyncClient,
         orders_http: httpx.AsyncClient,
-        mesh: Apps,
+        mesh: InProcessMesh,
     ) -> None:
         self.orders, self.products, self.http, self.mesh = orders, products, orders_http, mesh
 
@@ -94,13 +79,13 @@ async def running_world(tmp_path: Path, keys: KeyFiles) -> AsyncIterator[World]:
     )
     products = build_products(ProductsSettings(data_dir=tmp_path / "products", **common))
     payments = build_payments(PaymentsSettings(data_dir=tmp_path / "payments", **common))
-    mesh = Apps({"users": users, "products": products, "payments": payments})
+    mesh = InProcessMesh({"users": users, "products": products, "payments": payments})
     orders = build_orders(
         OrdersSettings(
             data_dir=tmp_path / "orders",
             client_secret=SECRET,
             step_timeout_s=0.5,
-            mesh={n: f"http://{n}" for n in ("users", "products", "payments")},
+            mesh=mesh_urls("users", "products", "payments"),
             **common,
         ),
         mesh_transport=mesh,
