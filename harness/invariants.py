@@ -44,6 +44,15 @@ class Violation:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """Only these orders and products: a scenario's own, checked while other tests run.
+    Invariants about the whole system (analytics totals) are skipped in a scoped check."""
+
+    orders: frozenset[str]
+    products: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What the public APIs say, read once."""
 
@@ -56,8 +65,12 @@ class Snapshot:
     reconciliation: dict[str, Any]
     histories: dict[str, list[HistoryEntry]]
 
+    scope: Scope | None = None
+
     @classmethod
-    async def read(cls, admin: Api, *, concurrency: int = 16) -> Snapshot:
+    async def read(
+        cls, admin: Api, *, scope: Scope | None = None, concurrency: int = 16
+    ) -> Snapshot:
         orders, products, notifications, summary, reconciliation = await asyncio.gather(
             admin.orders(),
             admin.products(),
@@ -65,6 +78,9 @@ class Snapshot:
             admin.summary(),
             admin.reconciliation(),
         )
+        if scope is not None:
+            orders = [o for o in orders if o.order_id in scope.orders]
+            products = [p for p in products if p.id in scope.products]
         gate = asyncio.Semaphore(concurrency)
 
         async def per_order(order: Order) -> tuple[Payment | None, list[HistoryEntry]]:
@@ -82,6 +98,7 @@ class Snapshot:
             summary=summary,
             reconciliation=reconciliation,
             histories={o.order_id: d[1] for o, d in zip(orders, details, strict=True)},
+            scope=scope,
         )
 
     def confirmed(self) -> Iterator[Order]:
@@ -90,11 +107,15 @@ class Snapshot:
 
 Check = Callable[[Snapshot], Iterable[Violation]]
 INVARIANTS: dict[str, Check] = {}
+WHOLE_SYSTEM: set[str] = set()
+"""Invariants that only make sense over every order (skipped in a scoped check)."""
 
 
-def invariant(name: str) -> Callable[[Check], Check]:
+def invariant(name: str, *, whole_system: bool = False) -> Callable[[Check], Check]:
     def register(check: Check) -> Check:
         INVARIANTS[name] = check
+        if whole_system:
+            WHOLE_SYSTEM.add(name)
         return check
 
     return register
@@ -192,7 +213,7 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{k} x{v}" for k, v in sorted(counter.items()) if v) or "none"
 
 
-@invariant("analytics-agrees")
+@invariant("analytics-agrees", whole_system=True)
 def analytics_agrees(s: Snapshot) -> Iterator[Violation]:
     name, summary = "analytics-agrees", s.summary
     confirmed = list(s.confirmed())
@@ -290,6 +311,8 @@ def check(snapshot: Snapshot, names: Iterable[str] | None = None) -> Report:
     unknown = [n for n in chosen if n not in INVARIANTS]
     if unknown:
         raise ValueError(f"unknown invariant(s) {unknown}; known: {sorted(INVARIANTS)}")
+    if snapshot.scope is not None:
+        chosen = [n for n in chosen if n not in WHOLE_SYSTEM]
     violations = [v for n in chosen for v in INVARIANTS[n](snapshot)]
     checked = {
         "orders": len(snapshot.orders),
@@ -305,6 +328,7 @@ async def settle(
     within: float = 60.0,
     interval: float = 0.5,
     names: Iterable[str] | None = None,
+    scope: Scope | None = None,
 ) -> Report:
     """Re-read and check until every invariant holds or ``within`` seconds pass; the last
     report either way (the caller asserts ``report.ok``)."""
@@ -313,7 +337,7 @@ async def settle(
     attempts = 0
     while True:
         attempts += 1
-        report = check(await Snapshot.read(admin), chosen)
+        report = check(await Snapshot.read(admin, scope=scope), chosen)
         report.attempts = attempts
         if report.ok or time.monotonic() >= deadline:
             return report

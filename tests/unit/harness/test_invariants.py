@@ -18,7 +18,7 @@ from harness.client import (
     StockLevels,
     Summary,
 )
-from harness.invariants import INVARIANTS, Snapshot, check
+from harness.invariants import INVARIANTS, Scope, Snapshot, check
 
 LAMP = "0193a000-0000-7000-8000-000000000001"
 
@@ -192,3 +192,16 @@ def test_a_report_renders_at_most_its_limit() -> None:
     assert "... and 10 more" in report.render(limit=40)
     with pytest.raises(AssertionError, match="50 invariant violation"):
         report.assert_ok()
+
+
+def test_a_scoped_check_skips_whole_system_invariants_only() -> None:
+    s = replace(consistent(), summary=Summary(9, 9, 9, 1, 1, {}, {}))
+    assert not check(s).ok
+    scoped = replace(s, scope=Scope(frozenset({"o-1", "o-2"}), frozenset({LAMP})))
+    assert check(scoped).ok, check(scoped).render()
+    stuck = replace(scoped, orders=[*s.orders, order("o-3", "PLACED")])
+    assert {v.invariant for v in check(stuck).violations} == {
+        "orders-terminal",
+        "notifications-once",
+        "history-replays",  # no history was read for o-3 either
+    }
