@@ -138,19 +138,22 @@ def assert_no_span(
     kind: Kind | None = None,
     *,
     after: datetime,
+    before: datetime | None = None,
 ) -> None:
-    """No matching span started after ``after`` in any of ``traces`` (e.g. no payments
-    server span once the breaker opened)."""
+    """No matching span started after ``after`` (and before ``before``) in any of
+    ``traces``: e.g. no call into payments while its breaker was open."""
     match = Match(service, name, kind)
     pool = [traces] if isinstance(traces, Trace) else list(traces)
-    after_ns = after.timestamp() * 1e9
+    low = after.timestamp() * 1e9
+    high = before.timestamp() * 1e9 if before is not None else float("inf")
     late = [
         (trace, span)
         for trace in pool
         for span in match.select(trace.spans)
-        if span.start_ns > after_ns
+        if low < span.start_ns < high
     ]
     if late:
         trace, _ = late[0]
+        until = f" and before {before.isoformat()}" if before is not None else ""
         listed = "\n".join(f"  {span.start.isoformat()} {span}" for _, span in late[:20])
-        raise _fail(trace, f"{len(late)} {match} started after {after.isoformat()}", listed)
+        raise _fail(trace, f"{len(late)} {match} started after {after.isoformat()}{until}", listed)
