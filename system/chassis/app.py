@@ -35,7 +35,7 @@ from system.chassis.auth import jwt_auth
 from system.chassis.db import create_engine, create_reader
 from system.chassis.events import EventHandler, EventRuntime, with_defects
 from system.chassis.health import HealthController, database_check
-from system.chassis.openapi import Link, document
+from system.chassis.openapi import Link, StrictStructSchemaPlugin, document
 from system.chassis.outbound import MeshClient
 from system.chassis.problems import problem_details_plugin, unexpected_error
 from system.chassis.settings import ServiceSettings
@@ -144,6 +144,7 @@ def create_app(
         },
         plugins=[
             SQLAlchemyPlugin(alchemy),
+            StrictStructSchemaPlugin(),
             problem_details_plugin(),
             OpenTelemetryPlugin(
                 OpenTelemetryConfig(

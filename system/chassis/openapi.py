@@ -13,6 +13,11 @@ Litestar derives the document from the handlers; three things it cannot know:
 * **400 answers are problems**: Litestar documents the 400 it adds for validated
   parameters as its own ``application/json`` body, while the chassis answers every error
   with ``application/problem+json``; that entry is replaced by the problem.
+
+And :class:`StrictStructSchemaPlugin` makes a request body's schema say what the server
+enforces: a Struct that forbids unknown fields is ``additionalProperties: false``, and
+the constraints Litestar drops (a zero bound such as ``ge=0`` on an optional field, see
+``_apply_kwarg_definition_metadata``) come back from msgspec's own JSON schema.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi.spec import Link as OpenAPILink
 from litestar.openapi.spec import (
     OpenAPI,
@@ -30,9 +37,14 @@ from litestar.openapi.spec import (
     Operation,
     PathItem,
     Reference,
+    Schema,
 )
+from litestar.typing import FieldDefinition
 
 from system.chassis.problems import PROBLEM_JSON
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
 
 METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -51,6 +63,45 @@ class Link:
     """Target parameter (``product_id`` or ``path.product_id``) → runtime expression."""
     request_body: Any = None
     """The target's body, runtime expressions allowed inside (``"$response.body#/id"``)."""
+
+
+_CONSTRAINTS = {
+    "minimum": "minimum",
+    "maximum": "maximum",
+    "exclusiveMinimum": "exclusive_minimum",
+    "exclusiveMaximum": "exclusive_maximum",
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "minItems": "min_items",
+    "maxItems": "max_items",
+    "pattern": "pattern",
+}
+"""msgspec JSON schema keyword → Litestar ``Schema`` attribute."""
+
+
+class StrictStructSchemaPlugin(StructSchemaPlugin):
+    """Request Structs (``forbid_unknown_fields``) documented as strictly as decoded."""
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return super().is_plugin_supported_field(field_definition) and bool(
+            field_definition.type_.__struct_config__.forbid_unknown_fields
+        )
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        schema.additional_properties = False
+        cls = field_definition.type_
+        own = msgspec.json.schema(cls)["$defs"][cls.__name__]
+        for name, declared in own["properties"].items():
+            prop = (schema.properties or {}).get(name)
+            if not isinstance(prop, Schema):
+                continue
+            for keyword, attribute in _CONSTRAINTS.items():
+                if keyword in declared and getattr(prop, attribute) is None:
+                    setattr(prop, attribute, declared[keyword])
+        return schema
 
 
 def operation(schema: OpenAPI, method_and_path: str) -> Operation:
@@ -118,4 +169,12 @@ def document(schema: OpenAPI, *, public_paths: Sequence[str], links: Sequence[Li
     add_links(schema, links)
 
 
-__all__ = ["Link", "add_links", "document", "mark_public", "operation", "problem_for_bad_requests"]
+__all__ = [
+    "Link",
+    "StrictStructSchemaPlugin",
+    "add_links",
+    "document",
+    "mark_public",
+    "operation",
+    "problem_for_bad_requests",
+]

@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from system.chassis.auth import Principal, requires_role
 from system.chassis.deps import ReadSession
+from system.chassis.paging import Offset
 from system.chassis.problems import problem_responses
 from system.services.notifications.models import Notification
 from system.services.notifications.settings import NotificationsSettings
 
 Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
-Offset = Annotated[int, QueryParameter(ge=0)]
 
 
 class NotificationView(Struct):

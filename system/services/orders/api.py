@@ -19,6 +19,7 @@ from system.chassis.auth import Principal
 from system.chassis.deps import DbSession, ReadSession
 from system.chassis.openapi import Link
 from system.chassis.outbound import UpstreamError
+from system.chassis.paging import Offset
 from system.chassis.problems import problem_response, problem_responses
 from system.events.schemas import uuid7
 from system.services.orders import store
@@ -219,7 +220,7 @@ class OrdersController(Controller):
         db_read: ReadSession,
         request: Request[Principal, Any, Any],
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Offset = 0,
         status: Annotated[str | None, QueryParameter(max_length=16)] = None,
     ) -> OrderPage:
         """A page of orders, newest first (customers: their own; admins: all)."""

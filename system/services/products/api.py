@@ -18,6 +18,7 @@ from system.chassis.auth import Principal, requires_role
 from system.chassis.deps import DbSession, ReadSession
 from system.chassis.openapi import Link
 from system.chassis.outbox import stage
+from system.chassis.paging import Offset
 from system.chassis.problems import problem_responses
 from system.events.schemas import (
     StockCommittedV1,
@@ -30,7 +31,8 @@ from system.services.products import stock
 from system.services.products.models import Product
 from system.services.products.settings import ProductsSettings
 
-Cents = Annotated[int, Meta(ge=0, le=100_000_000)]
+MAX_CENTS = 100_000_000
+Cents = Annotated[int, Meta(ge=0, le=MAX_CENTS)]
 Count = Annotated[int, Meta(ge=0, le=1_000_000)]
 Quantity = Annotated[int, Meta(ge=1, le=1000)]
 Text = Annotated[str, Meta(max_length=2000)]
@@ -135,13 +137,13 @@ class CatalogController(Controller):
         db_read: ReadSession,
         settings: NamedDependency[ProductsSettings],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 20,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Offset = 0,
         category: Annotated[str | None, QueryParameter(max_length=64)] = None,
         q: Annotated[
             str | None, QueryParameter(max_length=100, description="name or sku contains")
         ] = None,
-        min_price: Annotated[int | None, QueryParameter(ge=0)] = None,
-        max_price: Annotated[int | None, QueryParameter(ge=0)] = None,
+        min_price: Annotated[int | None, QueryParameter(ge=0, le=MAX_CENTS)] = None,
+        max_price: Annotated[int | None, QueryParameter(ge=0, le=MAX_CENTS)] = None,
         in_stock: FromQuery[bool | None] = None,
     ) -> ProductPage:
         """A page of the catalog, filtered."""

@@ -23,10 +23,15 @@ from system.events.schemas import UserRegisteredV1, new_event
 from system.services.users.models import User
 from system.services.users.security import TokenIssuer, hash_password, verify_password
 
+_NOT_AT_OR_SPACE = r"[^@\s\x1c-\x1f\x85\ufeff]"
+"""``\\s`` differs between Python (the server) and ECMAScript (the schema's readers): Python
+counts \x1c-\x1f and \x85 as space, ECMAScript \ufeff; excluding both keeps one meaning."""
 Email = Annotated[
     str,
     Meta(
-        pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,60}$",
+        pattern=(
+            f"^{_NOT_AT_OR_SPACE}{{1,64}}@{_NOT_AT_OR_SPACE}{{1,190}}\\.{_NOT_AT_OR_SPACE}{{1,60}}$"
+        ),
         max_length=320,
         examples=["ada@example.test"],
     ),
@@ -107,7 +112,11 @@ class UsersController(Controller):
     @get("/me", responses=problem_responses(401, 404))
     async def me(self, request: Request[Principal, Any, Any], db_session: DbSession) -> Account:
         """The caller's account."""
-        user = await db_session.get(User, uuid.UUID(request.user.user_id))
+        try:
+            account_id = uuid.UUID(request.user.user_id)
+        except ValueError:  # a service token's subject (``svc:<name>``) is no account
+            account_id = None
+        user = await db_session.get(User, account_id) if account_id else None
         if user is None:
             raise NotFoundException(detail="the token's account no longer exists")
         return _account(user)

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from litestar import get, post
-from litestar.params import FromPath
-from msgspec import Struct
+from litestar import get, patch, post
+from litestar.params import FromPath, JSONBody
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from system.chassis.app import Link, ServiceParts, create_app
 from system.chassis.keys import KeyFiles
@@ -21,9 +21,18 @@ class Thing(Struct):
     id: str
 
 
+class Change(Struct, forbid_unknown_fields=True):
+    count: Annotated[int, Meta(ge=0, le=10)] | UnsetType = UNSET
+
+
 @post("/things", status_code=201, responses=problem_responses(400, 401))
 async def make() -> Thing:
     return Thing("t-1")
+
+
+@patch("/things/{thing_id:str}", responses=problem_responses(400, 401))
+async def change(thing_id: FromPath[str], data: JSONBody[Change]) -> Thing:
+    return Thing(thing_id)
 
 
 @get("/things/{thing_id:str}", responses=problem_responses(401, 404))
@@ -41,7 +50,7 @@ def schema_of(tmp_path: Path, *links: Link) -> dict[str, Any]:
     settings = ServiceSettings(
         name="things", data_dir=tmp_path, log_json=False, jwt_public_key_file=keys.public
     )
-    parts = ServiceParts([make, read, hello], public_paths=("/open",), links=links)
+    parts = ServiceParts([make, read, change, hello], public_paths=("/open",), links=links)
     schema: dict[str, Any] = create_app(settings, parts).openapi_schema.to_schema()
     return schema
 
@@ -83,3 +92,13 @@ def test_every_documented_400_is_a_problem(tmp_path: Path) -> None:
         assert list(paths[path][method]["responses"]["400"]["content"]) == [
             "application/problem+json"
         ], path
+
+
+def test_a_strict_request_body_is_documented_as_strictly_as_it_is_decoded(tmp_path: Path) -> None:
+    """``forbid_unknown_fields`` → ``additionalProperties: false``; a zero bound on an
+    optional field (which Litestar drops) comes back from msgspec's schema."""
+    schema = schema_of(tmp_path)
+    change = schema["components"]["schemas"]["Change"]
+    assert change["additionalProperties"] is False
+    assert change["properties"]["count"]["minimum"] == 0
+    assert "additionalProperties" not in schema["components"]["schemas"]["Thing"]

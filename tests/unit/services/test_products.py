@@ -250,3 +250,17 @@ async def test_restocking_adds_to_available_and_to_received(
     refused = await client.post(f"/{pid}/restock", json={"quantity": 0}, headers=admin)
     assert refused.status_code == 400
     assert (await stock_of(client, pid, admin))["received"] == 5
+
+
+@pytest.mark.parametrize(
+    "query", ["offset=10000000000000000000000", "min_price=10000000000000000000000"]
+)
+async def test_a_huge_number_in_the_query_is_a_400_not_a_500(
+    client: Client, auth: Callable[..., dict[str, str]], query: str
+) -> None:
+    """Found by the contract suite (on orders' list): an offset beyond SQLite's 64-bit
+    integers reached the database and failed with a 500. Every list bounds its offset
+    (``system.chassis.paging``), and products its prices."""
+    response = await client.get(f"/?{query}", headers=auth())
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import jsonschema_rs
 import jwt
 import pytest
 from litestar import Litestar
@@ -163,3 +164,35 @@ async def test_a_service_trades_its_client_secret_for_a_service_token(tmp_path: 
     claims = jwt.decode(good.json()["access_token"], options={"verify_signature": False})
     assert (claims["sub"], claims["role"]) == ("svc:orders", "service")
     assert wrong.status_code == unknown.status_code == 401
+
+
+async def test_me_with_a_service_token_is_a_404_not_a_500(tmp_path: Path) -> None:
+    """Found by the contract suite: a token whose subject is no account id (a service's
+    ``svc:<name>``) made ``GET /me`` fail with a 500."""
+    clients = tmp_path / "clients.json"
+    clients.write_text('{"orders": "orders-secret-0123456789"}')
+    settings = UsersSettings(data_dir=tmp_path / "u", log_json=False, service_clients_file=clients)
+    async with AsyncTestClient(build(settings)) as client:
+        token = await client.post(
+            "/token", json={"client_id": "orders", "client_secret": "orders-secret-0123456789"}
+        )
+        me = await client.get(
+            "/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"}
+        )
+    assert me.status_code == 404
+    assert me.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("space", ["\x1e", "\x85", "\ufeff", "\u00a0"])
+async def test_the_server_and_the_documented_email_pattern_agree_on_spaces(
+    client: AsyncTestClient[Litestar], space: str
+) -> None:
+    """Found by the contract suite: ``\\s`` means other characters to Python (the server)
+    and ECMAScript (the schema's readers), so the schema accepted e-mails the server did
+    not; now both refuse an e-mail with any of them."""
+    email = f"a{space}b@example.test"
+    schema = (await client.get("/schema/openapi.json")).json()
+    pattern = schema["components"]["schemas"]["Registration"]["properties"]["email"]["pattern"]
+    assert not jsonschema_rs.validator_for({"type": "string", "pattern": pattern}).is_valid(email)
+    response = await client.post("/register", json={"email": email, "password": "long-enough-1"})
+    assert response.status_code == 400
