@@ -32,6 +32,9 @@ from system.services.products.models import Product
 from system.services.products.settings import ProductsSettings
 
 MAX_CENTS = 100_000_000
+PriceBound = QueryParameter(gt=-1, le=MAX_CENTS)
+"""``gt=-1``, not ``ge=0``: Litestar drops a zero bound from an optional parameter's
+documented schema (the contract suite found the schema allowing negative prices)."""
 Cents = Annotated[int, Meta(ge=0, le=MAX_CENTS)]
 Count = Annotated[int, Meta(ge=0, le=1_000_000)]
 Quantity = Annotated[int, Meta(ge=1, le=1000)]
@@ -142,8 +145,8 @@ class CatalogController(Controller):
         q: Annotated[
             str | None, QueryParameter(max_length=100, description="name or sku contains")
         ] = None,
-        min_price: Annotated[int | None, QueryParameter(ge=0, le=MAX_CENTS)] = None,
-        max_price: Annotated[int | None, QueryParameter(ge=0, le=MAX_CENTS)] = None,
+        min_price: Annotated[int | None, PriceBound] = None,
+        max_price: Annotated[int | None, PriceBound] = None,
         in_stock: FromQuery[bool | None] = None,
     ) -> ProductPage:
         """A page of the catalog, filtered."""
