@@ -38,6 +38,19 @@ class ProcessControl(Protocol):
     def release(self, name: str) -> None: ...
 
 
+_TAKES_EFFECT = {
+    signal.SIGSTOP: (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, "gone"),
+    signal.SIGKILL: (psutil.STATUS_DEAD, psutil.STATUS_ZOMBIE, "gone"),
+}
+
+
+def _status(proc: psutil.Process) -> str:
+    try:
+        return str(proc.status())
+    except psutil.NoSuchProcess:
+        return "gone"
+
+
 @dataclass(frozen=True)
 class StackProcesses:
     """:class:`ProcessControl` of a running local stack."""
@@ -56,6 +69,13 @@ class StackProcesses:
             if create_time is not None and abs(proc.create_time() - create_time) > 0.05:
                 return False
             proc.send_signal(sig)
+            if sig in _TAKES_EFFECT:  # delivered asynchronously: return once it took effect
+                poll_until(
+                    lambda: _status(proc) in _TAKES_EFFECT[sig],
+                    f"{entry['name']} is {_TAKES_EFFECT[sig][0]} by {sig.name}",
+                    timeout=5.0,
+                    interval=0.01,
+                )
         except psutil.Error:
             return False
         return True
