@@ -9,4 +9,5 @@ PLUGINS = [
     "harness.pytest_plugin.system",
     "harness.pytest_plugin.invariants",
     "harness.pytest_plugin.observability",
+    "harness.pytest_plugin.faults",
 ]
