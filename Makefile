@@ -17,8 +17,9 @@ down:
 status:
 	@$(HARNESS) status
 
-# The test command of the README and of CI: unit tests and the real-stack integration
-# tests (each integration session starts its own stack on free ports and stops it).
+# The test command of the README and of CI: unit tests, the contract suite, the
+# real-stack integration tests and the saga / fault scenarios (each session starts its own
+# stacks on free ports and stops them; HARNESS_TARGET=attach|remote tests another system).
 # pytest exits 5 when it collected no test; make reports any failure as 2, so say why.
 PYTEST = .venv/bin/pytest $(PYTEST_ARGS)
 CHECK_COLLECTED = status=$$?; [ $$status -ne 5 ] || echo "pytest collected no test" >&2; exit $$status
@@ -26,10 +27,10 @@ CHECK_COLLECTED = status=$$?; [ $$status -ne 5 ] || echo "pytest collected no te
 test: bootstrap
 	@$(PYTEST); $(CHECK_COLLECTED)
 
-# The integration suite again, every service on the stack's PostgreSQL server (CI runs
-# both; locally `harness up --database postgres` or HARNESS_DATABASE=postgres).
+# The suites that drive the real services again (integration and scenarios), every
+# service on the stack's PostgreSQL server (CI runs both; locally HARNESS_DATABASE=postgres).
 test-postgres: bootstrap
-	@HARNESS_DATABASE=postgres $(PYTEST) -m system; $(CHECK_COLLECTED)
+	@HARNESS_DATABASE=postgres $(PYTEST) -m "system or saga"; $(CHECK_COLLECTED)
 
 test-unit: bootstrap
 	@.venv/bin/pytest $(PYTEST_ARGS) tests/unit
