@@ -1,0 +1,99 @@
+"""The whole system in the test process: one Litestar app per service, built the way the
+runtime builds them, each on its own SQLite file under one folder, with the stack's key
+code (``system.chassis.keys``) and the in-process mesh for the calls of the topology.
+
+Nothing is started here: whoever serves the apps enters their lifespans (schemathesis'
+ASGI client does it for the apps it calls; :func:`running` does it for async tests).
+Without Kafka settings every event stays in its service's outbox, where the event
+contract tests read it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar
+
+from system.chassis.inprocess import InProcessMesh, mesh_urls
+from system.chassis.keys import KeyFiles
+from system.chassis.settings import ServiceSettings
+from system.runtime.topology import Topology, load_topology
+
+ADMIN_EMAIL = "admin@microharness.test"
+ADMIN_PASSWORD = "contract-admin-password"  # noqa: S105 - a throw-away in-process account
+
+
+@dataclass(frozen=True)
+class InProcessSystem:
+    """Every service's app, by name, and where their data lives."""
+
+    folder: Path
+    keys: KeyFiles
+    apps: Mapping[str, Litestar]
+    meshes: Mapping[str, InProcessMesh]
+    """Caller → the in-process mesh its calls go through."""
+
+    def database(self, service: str) -> Path:
+        """The service's SQLite file (read it with ``sqlite3``: WAL lets a reader in)."""
+        return self.folder / service / f"{service}.db"
+
+
+def _settings_class(service: str) -> type[ServiceSettings]:
+    module = importlib.import_module(f"system.services.{service}.settings")
+    cls: type[ServiceSettings] = getattr(module, f"{service.title()}Settings")
+    return cls
+
+
+def _build(service: str) -> Any:
+    return importlib.import_module(f"system.services.{service}.app").build
+
+
+def build_system(folder: Path, topology: Topology | None = None) -> InProcessSystem:
+    """Build (not start) every service of ``topology`` in ``folder``."""
+    topology = topology or load_topology()
+    keys = KeyFiles(folder / "jwt").ensure()
+    callers = [s for s in topology.services if s.calls]
+    secrets = {s.name: f"{s.name}-contract-client-secret" for s in callers}
+    clients = folder / "clients.json"
+    clients.write_text(json.dumps(secrets))
+    apps: dict[str, Litestar] = {}
+    meshes: dict[str, InProcessMesh] = {}
+    for service in sorted(topology.services, key=lambda s: bool(s.calls)):  # callees first
+        extra: dict[str, Any] = {}
+        if service.issues_tokens:
+            extra.update(
+                service_clients_file=clients,
+                jwt_private_key_file=keys.private,
+                admin_email=ADMIN_EMAIL,
+                admin_password=ADMIN_PASSWORD,
+            )
+        if service.calls:
+            extra.update(client_secret=secrets[service.name], mesh=mesh_urls(*service.calls))
+        settings = _settings_class(service.name)(
+            name=service.name,
+            data_dir=folder / service.name,
+            log_json=False,
+            jwt_public_key_file=keys.public,
+            **extra,
+        )
+        kwargs: dict[str, Any] = {}
+        if service.calls:
+            meshes[service.name] = InProcessMesh({c: apps[c] for c in service.calls})
+            kwargs["mesh_transport"] = meshes[service.name]
+        apps[service.name] = _build(service.name)(settings, **kwargs)
+    return InProcessSystem(folder, keys, apps, meshes)
+
+
+@asynccontextmanager
+async def running(system: InProcessSystem) -> AsyncIterator[InProcessSystem]:
+    """Every app's lifespan, entered and left in this one task (callees first)."""
+    async with AsyncExitStack() as stack:
+        for app in system.apps.values():
+            await stack.enter_async_context(app.lifespan())
+        yield system
