@@ -74,6 +74,10 @@ def test_gateway_routes_each_service_prefix_to_its_cluster(shop: Topology) -> No
         ("/api/v1/orders/", "orders"),
     ]
     assert all(r["route"]["prefix_rewrite"] == "/" for r in routes)
+    retry = routes[0]["route"]["retry_policy"]
+    assert [p["name"] for p in retry["retry_host_predicate"]] == [
+        "envoy.retry_host_predicates.previous_hosts"
+    ], "a retry must go to another replica than the one that failed"
     names = [f["name"] for f in gateway["http_filters"]]
     assert names == [
         "envoy.filters.http.local_ratelimit",

@@ -193,6 +193,17 @@ def _gateway(topology: Topology, jwks_file: Path | None) -> dict[str, Any]:
         "retry_on": "connect-failure,refused-stream,reset,5xx",
         "num_retries": policy.retries,
         "per_try_timeout": f"{policy.timeout_s / (policy.retries + 1):.3f}s",
+        # a retry goes to another replica: without this, round robin may send every
+        # attempt to the one that just died (found by the products-replica-kill scenario)
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
         "retriable_request_headers": [
             {"name": ":method", "string_match": {"safe_regex": {"regex": _IDEMPOTENT}}}
         ],
