@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
+from contracts.counting import CALLS, summary
 from contracts.identities import role_of
 from contracts.settings import MODE_ENV, MODE_OPTION, Mode, contract_mode
 from contracts.targets import ContractTarget, open_target, schema_for
@@ -43,3 +44,8 @@ def service_schema(
 ) -> OpenApiSchema:
     service: str = request.param
     return schema_for(contract_target, service, role_of(service))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if CALLS:
+        terminalreporter.write_line(f"schemathesis requests per service: {summary()}")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
+from requests.structures import CaseInsensitiveDict
 from schemathesis import AuthContext, Case
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
@@ -73,11 +74,11 @@ def attach_bearer(schema: OpenApiSchema, token: Callable[[], str]) -> None:
     auth, so the ``ignored_auth`` check also probes the request without it)."""
 
     class Bearer:
-        def get(self, case: Case, context: AuthContext) -> str:
+        def get(self, case: Case[Any], context: AuthContext) -> str:
             return token()
 
-        def set(self, case: Case, data: str, context: AuthContext) -> None:
-            headers: dict[str, Any] = dict(case.headers or {})
+        def set(self, case: Case[Any], data: str, context: AuthContext) -> None:
+            headers: CaseInsensitiveDict[Any] = CaseInsensitiveDict(case.headers or {})
             headers["Authorization"] = f"Bearer {data}"
             case.headers = headers
 

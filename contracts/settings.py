@@ -52,7 +52,7 @@ def mode_settings(mode: Mode, path: Path = CONFIG_FILE) -> dict[str, Any]:
     """The file's settings as ``mode`` sees them (a plain dict, for reading and tests)."""
     data = tomllib.loads(path.read_text())
     projects = data.pop("project", [])
-    own = next((p for p in projects if p.get("title") == f"contracts:{mode}"), {})
+    own: dict[str, Any] = next((p for p in projects if p.get("title") == f"contracts:{mode}"), {})
     others = [p for p in projects if not str(p.get("title", "")).startswith("contracts:")]
     merged = _merge(data, {k: v for k, v in own.items() if k != "title"})
     if others:

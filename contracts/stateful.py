@@ -36,7 +36,7 @@ def run_stateful(schema: OpenApiSchema) -> None:
 
     class Machine(base):  # type: ignore[valid-type, misc]
         def validate_response(
-            self, response: Response, case: Case, *args: Any, **kwargs: Any
+            self, response: Response, case: Case[Any], *args: Any, **kwargs: Any
         ) -> None:
             try:
                 super().validate_response(response, case, *args, **kwargs)

@@ -61,7 +61,8 @@ class InProcessTarget:
         self.identities = Identities(self.call, ADMIN_EMAIL, ADMIN_PASSWORD)
 
     def _client(self, service: str) -> asgi.ASGIClient:
-        return asgi.get_client(self.system.apps[service])
+        app: Any = self.system.apps[service]
+        return asgi.get_client(app)
 
     def call(self, service: str, method: str, path: str, **kwargs: Any) -> requests.Response:
         with self._client(service) as client:

@@ -102,9 +102,10 @@ async def _drive(folder: Path) -> dict[str, list[OutboxMessage]]:
     outcomes delivered to products and payments: every event type gets staged."""
     system = build_system(folder)
     async with running(system):
+        apps: dict[str, Any] = dict(system.apps)
         http = {
             name: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x")
-            for name, app in system.apps.items()
+            for name, app in apps.items()
         }
 
         async def token(email: str, password: str) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import schemathesis
 from schemathesis import Case
@@ -23,7 +25,7 @@ schema = schemathesis.pytest.from_fixture("service_schema")
 
 
 @schema.parametrize()
-def test_every_operation_keeps_its_contract(case: Case) -> None:
+def test_every_operation_keeps_its_contract(case: Case[Any]) -> None:
     case.call_and_validate()
 
 
