@@ -169,6 +169,7 @@ def create_app(
             {
                 "settings": settings,
                 "events": events,
+                "db_reader": reader,
                 "ready_checks": {"database": database_check(engine), **events.ready_checks()},
             }
         ),

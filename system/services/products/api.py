@@ -30,6 +30,7 @@ from system.events.schemas import (
 from system.services.products import stock
 from system.services.products.models import Product
 from system.services.products.settings import ProductsSettings
+from system.services.products.views import ProductReads
 
 MAX_CENTS = 100_000_000
 PriceBound = QueryParameter(gt=-1, le=MAX_CENTS)
@@ -117,6 +118,19 @@ def _view(p: Product) -> ProductView:
     )
 
 
+def _view_of(row: tuple[Any, ...]) -> ProductView:
+    pid, sku, name, description, category, price, available, reserved, sold, received = row
+    return ProductView(
+        pid,
+        sku,
+        name,
+        description,
+        category,
+        price,
+        StockLevels(available, reserved, sold, received),
+    )
+
+
 def _reservation(r: stock.Reservation) -> ReservationView:
     return ReservationView(
         r.order_id, r.state, [ReservationItem(line.product_id, line.quantity) for line in r.lines]
@@ -173,10 +187,13 @@ class CatalogController(Controller):
 
     @get("/{product_id:uuid}", responses=problem_responses(401, 404))
     async def get_product(
-        self, product_id: FromPath[uuid.UUID], db_read: ReadSession
+        self, product_id: FromPath[uuid.UUID], product_reads: NamedDependency[ProductReads]
     ) -> ProductView:
         """One product with its stock levels."""
-        return _view(await _product(db_read, product_id))
+        row = await product_reads.row(product_id)
+        if row is None:
+            raise NotFoundException(detail=f"no product {product_id}")
+        return _view_of(row)
 
     @post(
         "/",

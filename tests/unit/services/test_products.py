@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from system.events.schemas import OrderCancelledV1, OrderConfirmedV1, OrderItem,
 from system.services.products.app import build
 from system.services.products.consumers import on_order_cancelled, on_order_confirmed
 from system.services.products.settings import ProductsSettings
+from system.services.products.views import ProductReads
 
 Client = AsyncTestClient[Litestar]
 
@@ -264,3 +266,43 @@ async def test_a_huge_number_in_the_query_is_a_400_not_a_500(
     response = await client.get(f"/?{query}", headers=auth())
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_cached_view_follows_the_other_replicas_writes(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    """Two replicas on one SQLite file: each caches ``GET /{id}``, and a stock or catalog
+    change committed by either is what the next read on the other one returns."""
+    settings = ProductsSettings(
+        data_dir=tmp_path / "products", log_json=False, jwt_public_key_file=keys.public
+    )
+    admin = auth("admin")
+    async with AsyncTestClient(build(settings)) as one, AsyncTestClient(build(settings)) as two:
+        pid = (await new_product(one, admin, stock=3))["id"]
+        assert (await stock_of(two, pid, admin))["available"] == 3
+        assert (await stock_of(one, pid, admin))["available"] == 3
+        await one.put("/reservations/o-1", json=reserve_body((pid, 2)), headers=admin)
+        assert (await stock_of(two, pid, admin))["available"] == 1
+        await two.patch(f"/{pid}", json={"name": "Renamed"}, headers=admin)
+        assert (await one.get(f"/{pid}", headers=admin)).json()["name"] == "Renamed"
+        assert (await two.get(f"/{pid}", headers=admin)).json()["name"] == "Renamed"
+        await two.post("/reservations/o-1/release", headers=admin)
+        assert (await stock_of(one, pid, admin))["available"] == 3
+        other = (await new_product(two, admin, sku="LAMP-2"))["id"]
+        assert (await one.get(f"/{other}", headers=admin)).status_code == 200
+        assert (await two.delete(f"/{other}", headers=admin)).status_code == 204
+        assert (await one.get(f"/{other}", headers=admin)).status_code == 404
+
+
+async def test_the_engine_read_path_gives_the_same_row(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    """PostgreSQL (and a busy SQLite) read through the engine: the same row as inline."""
+    pid = uuid.UUID((await new_product(client, auth("admin"), stock=4))["id"])
+    reads: ProductReads = client.app.state.product_reads
+    inline = await reads.row(pid)
+    assert inline is not None
+    assert inline[0] == pid
+    assert inline[-4:] == (4, 0, 0, 4)
+    assert await reads._through_engine(pid) == inline
+    assert await reads._through_engine(uuid.uuid4()) is None
