@@ -1,5 +1,5 @@
 # The README's commands. Every target does its own set-up through `bootstrap`.
-.PHONY: bootstrap up down status test test-postgres test-unit lint
+.PHONY: bootstrap up down status test test-postgres test-contracts-live test-unit lint
 
 HARNESS := .venv/bin/harness
 PYTEST_ARGS ?= -n auto
@@ -31,6 +31,11 @@ test: bootstrap
 # service on the stack's PostgreSQL server (CI runs both; locally HARNESS_DATABASE=postgres).
 test-postgres: bootstrap
 	@HARNESS_DATABASE=postgres $(PYTEST) -m "system or saga"; $(CHECK_COLLECTED)
+
+# The contract suite against a live stack through the gateway (its own throw-away stack:
+# fuzzing leaves junk data that the scenarios' whole-system invariant checks would see).
+test-contracts-live: bootstrap
+	@$(PYTEST) contracts --contract-target=live; $(CHECK_COLLECTED)
 
 test-unit: bootstrap
 	@.venv/bin/pytest $(PYTEST_ARGS) tests/unit

@@ -30,10 +30,17 @@ def mode(pytestconfig: pytest.Config) -> Mode:
 
 
 @pytest.fixture(scope="session")
-def contract_target(mode: Mode, tmp_path_factory: pytest.TempPathFactory) -> ContractTarget:
-    """One per xdist worker: in-process, its own apps and databases."""
+def contract_target(
+    mode: Mode, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> ContractTarget:
+    """One per xdist worker: in-process, its own apps and databases; live, the harness
+    plugin's ``target`` (a throw-away stack, ``--target attach`` or a deployed system).
+    Live fuzzing leaves junk (random products, reservations, payments) in the target:
+    run it in a session of its own (``make test-contracts-live``), not beside scenarios
+    whose invariant checks look at the whole system."""
+    live = request.getfixturevalue("target") if mode is Mode.LIVE else None
     try:
-        return open_target(mode, tmp_path_factory.mktemp("system"))
+        return open_target(mode, tmp_path_factory.mktemp("system"), live)
     except TargetError as exc:
         pytest.fail(str(exc), pytrace=False)
 

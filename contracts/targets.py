@@ -117,10 +117,11 @@ class LiveTarget:
         return schema
 
 
-def open_target(mode: Mode, folder: Path) -> ContractTarget:
-    """The target of ``mode``: the apps built in ``folder``, or what
-    ``harness.target.resolve()`` names (its :class:`TargetError` says what is missing)."""
+def open_target(mode: Mode, folder: Path, live: Target | None = None) -> ContractTarget:
+    """The target of ``mode``: the apps built in ``folder``, or ``live`` (the harness
+    plugin's ``target``), else what ``harness.target.resolve()`` names (its
+    :class:`TargetError` says what is missing)."""
     config = schemathesis_config(mode)
     if mode is Mode.LIVE:
-        return LiveTarget(resolve(), config)
+        return LiveTarget(live or resolve(), config)
     return InProcessTarget(build_system(folder), config)
