@@ -6,6 +6,10 @@ on the file lock: p99 ~850 ms under concurrent writes here; one connection with
 ``synchronous=NORMAL`` gives ~35 ms), and a small pool of ``query_only`` *reader*
 connections that read-only handlers use, so catalog reads do not queue behind writes
 (WAL lets readers and the writer run at once). On PostgreSQL both are one pooled engine.
+
+SQLite statements run inline on the event loop (``system.chassis.sqlite_inline``: no
+thread hop per cursor operation, a busy lock waited for asynchronously);
+``<SERVICE>_SQLITE_INLINE=false`` goes back to aiosqlite's thread.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from system.chassis import sqlite_inline
 from system.chassis.settings import ServiceSettings
 
 SQLITE_PRAGMAS = (
@@ -24,6 +30,7 @@ SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=5000",
     "PRAGMA foreign_keys=ON",
 )
+READER_PRAGMAS = (*SQLITE_PRAGMAS, "PRAGMA query_only=ON")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -42,13 +49,17 @@ def _sqlite_reader_pragmas(dbapi_connection: Any, record: Any) -> None:
 
 def _sqlite_engine(settings: ServiceSettings, connections: int, *, reader: bool) -> AsyncEngine:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(
-        settings.database,
-        poolclass=AsyncAdaptedQueuePool,
-        pool_size=connections,
-        max_overflow=0,
-        pool_timeout=30,
-    )
+    pool: dict[str, Any] = {
+        "poolclass": AsyncAdaptedQueuePool,
+        "pool_size": connections,
+        "max_overflow": 0,
+        "pool_timeout": 30,
+    }
+    if settings.sqlite_inline:
+        path = make_url(settings.database).database or ":memory:"
+        creator = sqlite_inline.connect(path, READER_PRAGMAS if reader else SQLITE_PRAGMAS)
+        return create_async_engine(settings.database, async_creator=creator, **pool)
+    engine = create_async_engine(settings.database, **pool)
     event.listen(
         engine.sync_engine, "connect", _sqlite_reader_pragmas if reader else _sqlite_pragmas
     )

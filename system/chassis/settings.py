@@ -35,6 +35,9 @@ class ServiceSettings(BaseSettings):
     database_pool_size: int = Field(10, ge=1, le=200)
     sqlite_readers: int = Field(4, ge=1, le=32)
     """Read-only connections beside SQLite's single writer (WAL readers run concurrently)."""
+    sqlite_inline: bool = True
+    """Run SQLite statements on the event loop (``system.chassis.sqlite_inline``); false:
+    on aiosqlite's thread."""
     kafka_bootstrap: str | None = None
     """``host:port`` of Kafka; unset means events are kept in the outbox, not relayed."""
     otlp_endpoint: str | None = None
