@@ -21,7 +21,7 @@ status:
 # real-stack integration tests and the saga / fault scenarios (each session starts its own
 # stacks on free ports and stops them; HARNESS_TARGET=attach|remote tests another system).
 # pytest exits 5 when it collected no test; make reports any failure as 2, so say why.
-PYTEST = .venv/bin/pytest $(PYTEST_ARGS)
+PYTEST = .venv/bin/pytest $(PYTEST_ARGS) --alluredir=reports/allure-results
 CHECK_COLLECTED = status=$$?; [ $$status -ne 5 ] || echo "pytest collected no test" >&2; exit $$status
 
 test: bootstrap

@@ -54,9 +54,17 @@ def faults(
         injector.close()
         for record in injector.records:
             request.node.user_properties.append(("fault", record.to_json()))
-        request.node.add_report_section(
-            "teardown",
-            "faults",
-            f"seed {fault_seed} (replay: --harness-seed {fault_seed})\n"
-            + "\n".join(r.to_json() for r in injector.records),
+        text = f"seed {fault_seed} (replay: --harness-seed {fault_seed})\n" + "\n".join(
+            r.to_json() for r in injector.records
         )
+        request.node.add_report_section("teardown", "faults", text)
+        _attach_to_allure("faults", text)
+
+
+def _attach_to_allure(name: str, text: str) -> None:
+    """Into the Allure result too, when allure-pytest runs (``--alluredir``)."""
+    try:
+        import allure  # noqa: PLC0415 - optional: the plugin works without allure-pytest
+    except ImportError:
+        return
+    allure.attach(text, name=name, attachment_type=allure.attachment_type.TEXT)

@@ -240,7 +240,8 @@ def test_runtime_keys_inject_delay_and_abort_on_one_mesh_edge_only(
     finally:
         set_runtime(stack, dict.fromkeys(keys, ""))
     assert all(status == 200 for status, _ in delayed)
-    assert min(t for _, t in delayed) - base_alpha > 0.25, (base_alpha, delayed)
+    # the injected 300 ms is a floor on each delayed call, whatever the machine's load
+    assert min(t for _, t in delayed) >= 0.3, (base_alpha, delayed)
     assert all(s == 200 and t < base_alpha + 0.2 for s, t in beta_during), beta_during
     assert aborted == [503, 503, 503]
     assert timed_get(alpha)[0] == 200, "removing the keys restores the edge"
