@@ -22,9 +22,12 @@ DEFECT = {"products": {"PRODUCTS_DEFECTS": json.dumps(["drop:order.confirmed"])}
 
 
 @pytest.fixture(scope="module")
-def broken_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+def broken_target(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Target]:
     paths = StackPaths.for_stack("defect", tmp_path_factory.mktemp("defect-home"))
-    settings = StackSettings(name="defect", env=DEFECT)
+    database = pytestconfig.getoption("harness_database")  # the suite's SQLite or PostgreSQL
+    settings = StackSettings(name="defect", env=DEFECT, database=database)
     settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
     with local_stack(paths, settings) as state:
         yield local_target(paths, state)
