@@ -21,7 +21,7 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import delete, select
+from sqlalchemy import Delete, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -106,25 +106,29 @@ class SagaDriver:
         async with self._slots:
             if not await self._claim_lease(order_id):
                 return
+            released = False
             try:
-                await self._run(order_id)
+                released = await self._run(order_id)
             except store.UnknownOrder:
                 log.info("order %s is not committed yet; the sweep will pick it up", order_id)
             except store.ConcurrencyConflict:
                 log.warning("order %s moved under this driver; the sweep will reload it", order_id)
             finally:
-                await self._release_lease(order_id)
+                if not released:
+                    await self._release_lease(order_id)
 
-    async def _run(self, order_id: str) -> None:
+    async def _run(self, order_id: str) -> bool:
         """Load the stream once; afterwards the state is what this driver appended (the
-        lease keeps other writers out, and a stale state fails the append anyway)."""
+        lease keeps other writers out, and a stale state fails the append anyway).
+        True when the final append also released the lease (a transaction fewer)."""
         backoff = 0.1
         async with self._maker() as session:
             state = await store.load(session, order_id)
+        appended = False
         while True:
             action = next_action(state)
             if action is None:
-                return
+                return appended and state.status in TERMINAL
             with self._tracer.start_as_current_span(
                 f"saga {action.value}",
                 context=propagate.extract(state.trace),
@@ -147,6 +151,7 @@ class SagaDriver:
                 else [store.event("compensation_started", reason=outcome.reason, step=action.value)]
             )
             state = await self._commit(state, events)
+            appended = True
             backoff = 0.1
 
     def _overdue(self, state: OrderState) -> bool:
@@ -154,9 +159,13 @@ class SagaDriver:
         return datetime.now(UTC) - started > timedelta(seconds=self._settings.step_timeout_s)
 
     async def _commit(self, state: OrderState, events: list[DomainEvent]) -> OrderState:
+        """Append, and renew the lease, or release it with the order's final event."""
         async with self._maker() as session, session.begin():
             new_state = await store.append(session, state, events)
-            await self._renew_lease(session, state.order_id)
+            if new_state.status in TERMINAL:
+                await session.execute(self._lease_of(state.order_id))
+            else:
+                await self._renew_lease(session, state.order_id)
         return new_state
 
     async def _execute(self, action: Action, state: OrderState) -> Outcome:
@@ -256,11 +265,13 @@ class SagaDriver:
     async def _release_lease(self, order_id: str) -> None:
         with contextlib.suppress(Exception):
             async with self._maker() as session, session.begin():
-                await session.execute(
-                    delete(SagaLease).where(
-                        SagaLease.order_id == order_id, SagaLease.owner == self._owner
-                    )
-                )
+                await session.execute(self._lease_of(order_id))
+
+    def _lease_of(self, order_id: str) -> Delete:
+        """Deletes this replica's lease on ``order_id``."""
+        return delete(SagaLease).where(
+            SagaLease.order_id == order_id, SagaLease.owner == self._owner
+        )
 
     async def _sweep_forever(self) -> None:
         while True:
