@@ -25,7 +25,6 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
@@ -38,6 +37,7 @@ from system.chassis.health import HealthController, database_check
 from system.chassis.openapi import Link, StrictStructSchemaPlugin, document
 from system.chassis.outbound import MeshClient
 from system.chassis.problems import problem_details_plugin, unexpected_error
+from system.chassis.server_spans import OpenTelemetryPlugin
 from system.chassis.settings import ServiceSettings
 from system.chassis.telemetry import configure_logging, tracer_provider
 
@@ -146,13 +146,7 @@ def create_app(
             SQLAlchemyPlugin(alchemy),
             StrictStructSchemaPlugin(),
             problem_details_plugin(),
-            OpenTelemetryPlugin(
-                OpenTelemetryConfig(
-                    tracer_provider=provider,
-                    exclude=observability,
-                    exclude_spans=["receive", "send"],  # one server span a request
-                )
-            ),
+            OpenTelemetryPlugin(provider, exclude=observability),  # one server span a request
         ],
         middleware=[
             PrometheusConfig(

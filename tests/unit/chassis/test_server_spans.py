@@ -1,0 +1,62 @@
+"""The chassis' server spans: one per request, named and tagged as the OpenTelemetry ASGI
+middleware did, children of the caller's trace, ERROR on 5xx, none for health checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import get
+from litestar.params import FromPath
+from litestar.testing import AsyncTestClient
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode, get_current_span
+
+from system.chassis.app import ServiceParts, create_app
+from system.chassis.settings import ServiceSettings
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT_ID = "b7ad6b7169203331"
+
+
+@get("/ok/{n:int}")
+async def ok(n: FromPath[int]) -> dict[str, int]:
+    return {"n": n, "traced": int(get_current_span().get_span_context().is_valid)}
+
+
+@get("/boom")
+async def boom() -> None:
+    raise RuntimeError("boom")
+
+
+async def test_server_spans(tmp_path: Path) -> None:
+    app = create_app(
+        ServiceSettings(name="spans", data_dir=tmp_path, log_json=False, log_level="CRITICAL"),
+        ServiceParts(route_handlers=[ok, boom]),
+    )
+    exporter = InMemorySpanExporter()
+    async with AsyncTestClient(app) as client:
+        app.state.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
+        answer = await client.get("/ok/7?x=1", headers={"traceparent": traceparent})
+        assert answer.json() == {"n": 7, "traced": 1}
+        assert (await client.get("/boom")).status_code == 500
+        assert (await client.get("/nowhere")).status_code == 404
+        assert (await client.get("/health/live")).status_code == 200
+    spans: dict[str, ReadableSpan] = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"GET /ok/7", "GET /boom", "GET /nowhere"}
+    first = spans["GET /ok/7"]
+    assert first.kind is SpanKind.SERVER
+    assert first.parent is not None
+    assert format(first.context.trace_id, "032x") == TRACE_ID
+    assert format(first.parent.span_id, "016x") == PARENT_ID
+    assert first.attributes is not None
+    assert first.attributes["http.status_code"] == 200
+    assert first.attributes["http.route"] == "GET /ok/7"
+    assert first.attributes["http.target"] == "/ok/7"
+    assert first.attributes["http.url"] == "http://testserver.local/ok/7?x=1"
+    assert first.attributes["http.method"] == "GET"
+    assert first.status.status_code is StatusCode.UNSET
+    assert spans["GET /boom"].status.status_code is StatusCode.ERROR
+    assert (spans["GET /nowhere"].attributes or {})["http.status_code"] == 404
