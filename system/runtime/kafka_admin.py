@@ -23,8 +23,18 @@ def cluster_id(data_dir: Path) -> str:
     path = data_dir / "cluster-id"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        path.write_text(new_cluster_id())
     return path.read_text().strip()
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (URL-safe base64 of a UUID). Like Kafka's own
+    ``Uuid.randomUuid``, never one starting with ``-``: the storage tool would read it as
+    an option (``--cluster-id expected one argument``)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def _admin(bootstrap: str) -> AIOKafkaAdminClient:

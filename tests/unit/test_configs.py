@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from system.runtime import kafka_admin
 from system.runtime.config.envoy import envoy_config, fault_keys, runtime_defaults
 from system.runtime.config.jaeger import jaeger_config
 from system.runtime.config.kafka import kafka_properties, render_properties
@@ -220,3 +222,13 @@ def test_without_a_token_issuer_the_gateway_has_no_token_check(
 ) -> None:
     gateway = hcm(listeners(envoy_config(shop, jwks_file=tmp_path / "jwks.json"))["gateway"])
     assert "envoy.filters.http.jwt_authn" not in [f["name"] for f in gateway["http_filters"]]
+
+
+def test_a_kraft_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storage tool would take ``-xyz`` for an option; Kafka's own ids avoid it too."""
+    dashed = uuid.UUID(bytes=b"\xfb" + bytes(15))  # base64 "-wAA...": a leading dash
+    draws = iter([dashed, uuid.UUID(int=1)])
+    monkeypatch.setattr(kafka_admin.uuid, "uuid4", lambda: next(draws))
+    made = kafka_admin.new_cluster_id()
+    assert not made.startswith("-")
+    assert len(made) == 22
