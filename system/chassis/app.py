@@ -23,7 +23,7 @@ from advanced_alchemy.extensions.litestar import (
 )
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ControllerRouterHandler
@@ -97,7 +97,18 @@ def create_app(
         session_maker=session_maker,
         before_send_handler="autocommit",
         session_config=AsyncSessionConfig(expire_on_commit=False),
+        session_dependency_key="transaction",
     )
+
+    async def db_session(
+        transaction: NamedDependency[AsyncSession],
+    ) -> AsyncIterator[AsyncSession]:
+        """The request's transaction, flushed when the handler returns, before the response
+        exists: a constraint that fails then is the request's error (advanced-alchemy's
+        autocommit only logs a failed commit at DEBUG level and the 2xx still goes out)."""
+        yield transaction
+        await transaction.flush()
+
     handlers = with_defects(parts.event_handlers, settings.defects)
     events = EventRuntime(settings, session_maker, handlers, tracer_provider=provider)
 
@@ -140,6 +151,7 @@ def create_app(
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "mesh": Provide(_mesh, sync_to_thread=False),
             "db_read": Provide(db_read),
+            "db_session": Provide(db_session),
             **parts.dependencies,
         },
         plugins=[

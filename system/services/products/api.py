@@ -28,7 +28,7 @@ from system.events.schemas import (
     new_event,
 )
 from system.services.products import stock
-from system.services.products.models import Product
+from system.services.products.models import Product, ReservationLine
 from system.services.products.settings import ProductsSettings
 from system.services.products.views import ProductReads
 
@@ -253,6 +253,15 @@ class CatalogController(Controller):
         product = await _product(db_session, product_id)
         if product.reserved or product.sold:
             raise ClientException(status_code=409, detail="the product has reserved or sold units")
+        held = await db_session.scalar(
+            select(func.count())
+            .select_from(ReservationLine)
+            .where(ReservationLine.product_id == product_id)
+        )
+        if held:
+            raise ClientException(
+                status_code=409, detail="the product has reservation history (released orders)"
+            )
         await db_session.delete(product)
 
     @post(

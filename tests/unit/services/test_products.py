@@ -306,3 +306,20 @@ async def test_the_engine_read_path_gives_the_same_row(
     assert inline[-4:] == (4, 0, 0, 4)
     assert await reads._through_engine(pid) == inline
     assert await reads._through_engine(uuid.uuid4()) is None
+
+
+async def test_a_product_with_reservation_history_is_not_deleted_and_says_why(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    admin = auth("admin")
+    pid = (await new_product(client, admin, stock=2))["id"]
+    held = await client.put("/reservations/o-9", json=reserve_body((pid, 1)), headers=admin)
+    assert held.status_code == 200
+    assert (await client.post("/reservations/o-9/release", headers=admin)).status_code == 200
+    refused = await client.delete(f"/{pid}", headers=admin)
+    assert refused.status_code == 409, refused.text
+    assert "reservation history" in refused.json()["detail"]
+    assert (await client.get(f"/{pid}", headers=admin)).status_code == 200
+    fresh = (await new_product(client, admin, sku="LAMP-2"))["id"]
+    assert (await client.delete(f"/{fresh}", headers=admin)).status_code == 204
+    assert (await client.get(f"/{fresh}", headers=admin)).status_code == 404
