@@ -4,7 +4,7 @@
                                              [--profile]
 
 Runs users, products, payments and orders on temporary SQLite files in one process, the
-mesh replaced by ASGI transports (as ``tests/unit/services/test_orders.py`` wires them; no
+mesh replaced by ASGI transports (``harness.inprocess``, as the saga's unit tests; no
 network, no Kafka, no span export), places ``--orders`` orders (``--concurrency`` at a
 time) and waits until every saga is finished. Prints CPU and wall milliseconds per order
 SQL statements and commits per order; ``--aiosqlite`` runs SQLite on aiosqlite's thread instead
@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import json
 import os
 import pstats
-import secrets
 import tempfile
 import time
 from contextlib import AsyncExitStack
@@ -28,21 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from litestar import Litestar
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from system.chassis.inprocess import InProcessMesh, mesh_urls
-from system.chassis.keys import KeyFiles, key_id
-from system.services.orders.app import build as build_orders
-from system.services.orders.settings import OrdersSettings
-from system.services.payments.app import build as build_payments
-from system.services.payments.settings import PaymentsSettings
-from system.services.products.app import build as build_products
-from system.services.products.settings import ProductsSettings
-from system.services.users.app import build as build_users
+from harness.inprocess import InProcessSystem, build_system, running
+from system.chassis.keys import key_id
 from system.services.users.security import TokenIssuer
-from system.services.users.settings import UsersSettings
 
 
 class Counter:
@@ -60,61 +49,36 @@ class Counter:
         self.commits += 1
 
 
-def world(folder: Path, inline: bool) -> tuple[list[Litestar], InProcessMesh, dict[str, str]]:
-    """users, products, payments and orders (last) on ``folder``; the mesh; a token per role."""
-    keys = KeyFiles(folder / "jwt").ensure()
+def world(folder: Path, inline: bool) -> tuple[InProcessSystem, dict[str, str]]:
+    """users, products, payments and orders on ``folder``; a token per role."""
+    system = build_system(
+        folder,
+        only=("users", "products", "payments", "orders"),
+        common={"log_level": "WARNING", "sqlite_inline": inline},
+    )
     issuer = TokenIssuer(
-        keys.private.read_bytes(),
-        key_id(keys.public.read_bytes()),
+        system.keys.private.read_bytes(),
+        key_id(system.keys.public.read_bytes()),
         "microharness-users",
         "microharness",
         timedelta(hours=1),
-    )
-    clients = folder / "clients.json"
-    secret = secrets.token_hex(16)
-    clients.write_text(json.dumps({"orders": secret}))
-    common: dict[str, Any] = {
-        "log_json": False,
-        "log_level": "WARNING",
-        "jwt_public_key_file": keys.public,
-        "sqlite_inline": inline,
-    }
-    users = build_users(
-        UsersSettings(
-            data_dir=folder / "users",
-            service_clients_file=clients,
-            jwt_private_key_file=keys.private,
-            **common,
-        )
-    )
-    products = build_products(ProductsSettings(data_dir=folder / "products", **common))
-    payments = build_payments(PaymentsSettings(data_dir=folder / "payments", **common))
-    mesh = InProcessMesh({"users": users, "products": products, "payments": payments})
-    orders = build_orders(
-        OrdersSettings(
-            data_dir=folder / "orders",
-            client_secret=secret,
-            mesh=mesh_urls("users", "products", "payments"),
-            **common,
-        ),
-        mesh_transport=mesh,
     )
     tokens = {
         role: f"Bearer {issuer.issue(user_id=role, role=role, email=f'{role}@x.test')}"
         for role in ("admin", "customer")
     }
-    return [users, products, payments, orders], mesh, tokens
+    return system, tokens
 
 
 async def run(orders: int, concurrency: int, inline: bool, profile: bool) -> None:
     counter = Counter()
     with tempfile.TemporaryDirectory(prefix="bench-order-") as name:
-        apps, mesh, tokens = world(Path(name), inline)
-        orders_app = apps[-1]
-        async with AsyncExitStack() as stack:
-            for app in apps:
-                await stack.enter_async_context(app.lifespan())
-            http = await stack.enter_async_context(httpx.AsyncClient(transport=mesh))
+        system, tokens = world(Path(name), inline)
+        orders_app = system.apps["orders"]
+        async with running(system), AsyncExitStack() as stack:
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(transport=system.meshes["orders"])
+            )
             created = await http.post(
                 "http://products/",
                 headers={"Authorization": tokens["admin"]},

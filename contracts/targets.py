@@ -19,8 +19,8 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from contracts.identities import Identities, attach_bearer
-from contracts.inprocess import ADMIN_EMAIL, ADMIN_PASSWORD, InProcessSystem, build_system
 from contracts.settings import Mode, schemathesis_config
+from harness.inprocess import ADMIN_EMAIL, ADMIN_PASSWORD, InProcessSystem, build_system
 from harness.target import Target, resolve
 
 SCHEMA_PATH = "/schema/openapi.json"

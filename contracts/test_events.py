@@ -29,7 +29,7 @@ from contracts.events import (
     handlers_by_service,
 )
 from contracts.events.strategies import events
-from contracts.inprocess import ADMIN_EMAIL, ADMIN_PASSWORD, build_system, running
+from harness.inprocess import ADMIN_EMAIL, ADMIN_PASSWORD, build_system, running
 from system.chassis.inbox import EventConsumer, Outcome
 from system.chassis.outbox import OutboxMessage
 from system.events.schemas import EVENT_TYPES, Event, decode, encode

@@ -5,7 +5,6 @@ event store, the read model and idempotency."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -15,19 +14,12 @@ import httpx
 from litestar import Litestar
 from sqlalchemy import select
 
-from system.chassis.inprocess import InProcessMesh, mesh_urls
+from harness.inprocess import build_system, running
+from system.chassis.inprocess import InProcessMesh
 from system.chassis.keys import KeyFiles
 from system.chassis.outbox import OutboxMessage
-from system.services.orders.app import build as build_orders
-from system.services.orders.settings import OrdersSettings
-from system.services.payments.app import build as build_payments
-from system.services.payments.settings import PaymentsSettings
-from system.services.products.app import build as build_products
-from system.services.products.settings import ProductsSettings
-from system.services.users.app import build as build_users
-from system.services.users.settings import UsersSettings
 
-SECRET = "orders-client-secret-0123456789"
+SERVICES = ("users", "products", "payments", "orders")
 
 
 class World:
@@ -66,40 +58,20 @@ class World:
 async def running_world(tmp_path: Path, keys: KeyFiles) -> AsyncIterator[World]:
     """Lifespans are entered and left in one task (anyio's task groups need that, so this
     is a context manager each test enters, not an async fixture)."""
-    clients = tmp_path / "clients.json"
-    clients.write_text(json.dumps({"orders": SECRET}))
-    common: dict[str, Any] = {"log_json": False, "jwt_public_key_file": keys.public}
-    users = build_users(
-        UsersSettings(
-            data_dir=tmp_path / "users",
-            service_clients_file=clients,
-            jwt_private_key_file=keys.private,
-            **common,
-        )
+    system = build_system(
+        tmp_path, only=SERVICES, keys=keys, overrides={"orders": {"step_timeout_s": 0.5}}
     )
-    products = build_products(ProductsSettings(data_dir=tmp_path / "products", **common))
-    payments = build_payments(PaymentsSettings(data_dir=tmp_path / "payments", **common))
-    mesh = InProcessMesh({"users": users, "products": products, "payments": payments})
-    orders = build_orders(
-        OrdersSettings(
-            data_dir=tmp_path / "orders",
-            client_secret=SECRET,
-            step_timeout_s=0.5,
-            mesh=mesh_urls("users", "products", "payments"),
-            **common,
-        ),
-        mesh_transport=mesh,
-    )
-    async with AsyncExitStack() as stack:
-        for app in (users, products, payments, orders):
-            await stack.enter_async_context(app.lifespan())
+    orders = system.apps["orders"]
+    async with running(system), AsyncExitStack() as stack:
         products_http = await stack.enter_async_context(
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=products), base_url="http://p")
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=system.apps["products"]), base_url="http://p"
+            )
         )
         orders_http = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=orders), base_url="http://o")
         )
-        yield World(orders, products_http, orders_http, mesh)
+        yield World(orders, products_http, orders_http, system.meshes["orders"])
 
 
 async def product(world: World, admin: dict[str, str], stock: int, price: int = 1000) -> str:

@@ -5,14 +5,15 @@ code (``system.chassis.keys``) and the in-process mesh for the calls of the topo
 Nothing is started here: whoever serves the apps enters their lifespans (schemathesis'
 ASGI client does it for the apps it calls; :func:`running` does it for async tests).
 Without Kafka settings every event stays in its service's outbox, where the event
-contract tests read it.
+contract tests read it. Used by the in-process contract suite, the saga's unit tests and
+``benchmarks.order_cpu``.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,17 +55,28 @@ def _build(service: str) -> Any:
     return importlib.import_module(f"system.services.{service}.app").build
 
 
-def build_system(folder: Path, topology: Topology | None = None) -> InProcessSystem:
-    """Build (not start) every service of ``topology`` in ``folder``."""
+def build_system(
+    folder: Path,
+    topology: Topology | None = None,
+    *,
+    only: Collection[str] | None = None,
+    keys: KeyFiles | None = None,
+    common: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> InProcessSystem:
+    """Build (not start) every service of ``topology`` (or ``only`` these, which must
+    include what they call) in ``folder``; ``keys`` default to new ones there; ``common``
+    settings go to every service, ``overrides`` to one (service → settings)."""
     topology = topology or load_topology()
-    keys = KeyFiles(folder / "jwt").ensure()
-    callers = [s for s in topology.services if s.calls]
+    keys = keys or KeyFiles(folder / "jwt").ensure()
+    services = [s for s in topology.services if only is None or s.name in only]
+    callers = [s for s in services if s.calls]
     secrets = {s.name: f"{s.name}-contract-client-secret" for s in callers}
     clients = folder / "clients.json"
     clients.write_text(json.dumps(secrets))
     apps: dict[str, Litestar] = {}
     meshes: dict[str, InProcessMesh] = {}
-    for service in sorted(topology.services, key=lambda s: bool(s.calls)):  # callees first
+    for service in sorted(services, key=lambda s: bool(s.calls)):  # callees first
         extra: dict[str, Any] = {}
         if service.issues_tokens:
             extra.update(
@@ -75,13 +87,16 @@ def build_system(folder: Path, topology: Topology | None = None) -> InProcessSys
             )
         if service.calls:
             extra.update(client_secret=secrets[service.name], mesh=mesh_urls(*service.calls))
-        settings = _settings_class(service.name)(
-            name=service.name,
-            data_dir=folder / service.name,
-            log_json=False,
-            jwt_public_key_file=keys.public,
+        values: dict[str, Any] = {
+            "name": service.name,
+            "data_dir": folder / service.name,
+            "log_json": False,
+            "jwt_public_key_file": keys.public,
             **extra,
-        )
+            **(common or {}),
+            **(overrides or {}).get(service.name, {}),
+        }
+        settings = _settings_class(service.name)(**values)
         kwargs: dict[str, Any] = {}
         if service.calls:
             meshes[service.name] = InProcessMesh({c: apps[c] for c in service.calls})
