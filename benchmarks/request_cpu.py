@@ -28,9 +28,20 @@ from system.services.products.app import build
 from system.services.products.settings import ProductsSettings
 from system.services.users.security import TokenIssuer
 
+TRACEPARENT = {
+    "none": None,
+    "sampled": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "unsampled": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+}
+
 
 async def call(
-    app: Litestar, path: str, token: str, method: str = "GET", body: bytes = b""
+    app: Litestar,
+    path: str,
+    token: str,
+    method: str = "GET",
+    body: bytes = b"",
+    traceparent: bytes | None = None,
 ) -> list[dict[str, Any]]:
     scope = {
         "type": "http",
@@ -49,6 +60,7 @@ async def call(
             (b"host", b"bench"),
             (b"authorization", f"Bearer {token}".encode()),
             (b"content-type", b"application/json"),
+            *([(b"traceparent", traceparent)] if traceparent else []),
         ],
     }
     sent: list[dict[str, Any]] = []
@@ -63,14 +75,16 @@ async def call(
     return sent
 
 
-async def measure(app: Litestar, path: str, token: str, n: int) -> tuple[float, float]:
+async def measure(
+    app: Litestar, path: str, token: str, n: int, traceparent: bytes | None = None
+) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
-        await call(app, path, token)
+        await call(app, path, token, traceparent=traceparent)
     return (time.perf_counter() - wall) / n * 1000, (time.process_time() - cpu) / n * 1000
 
 
-async def run(requests: int, profile: bool) -> None:
+async def run(requests: int, profile: bool, traceparent: bytes | None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as folder:
         keys = KeyFiles(Path(folder) / "jwt").ensure()
         issuer = TokenIssuer(
@@ -92,12 +106,12 @@ async def run(requests: int, profile: bool) -> None:
             product = json.loads(created[1]["body"])["id"]
             await measure(app, f"/{product}", token, 200)  # warm-up
             for name, path in (("GET /{id}", f"/{product}"), ("GET /health/live", "/health/live")):
-                wall, cpu = await measure(app, path, token, requests)
+                wall, cpu = await measure(app, path, token, requests, traceparent)
                 print(f"{name:18} wall {wall:.3f} ms/request  cpu {cpu:.3f} ms/request")
             if profile:
                 profiler = cProfile.Profile()
                 profiler.enable()
-                await measure(app, f"/{product}", token, 300)
+                await measure(app, f"/{product}", token, 300, traceparent)
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
 
@@ -106,8 +120,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--traceparent",
+        choices=tuple(TRACEPARENT),
+        default="none",
+        help="the caller's trace context: none (the service starts a sampled trace), or "
+        "a sampled or unsampled parent, as the gateway passes on",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.requests, args.profile))
+    asyncio.run(run(args.requests, args.profile, TRACEPARENT[args.traceparent]))
 
 
 if __name__ == "__main__":

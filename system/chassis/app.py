@@ -25,7 +25,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 from litestar.types import ControllerRouterHandler
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,6 +37,7 @@ from system.chassis.health import HealthController, database_check
 from system.chassis.openapi import Link, StrictStructSchemaPlugin, document
 from system.chassis.outbound import MeshClient
 from system.chassis.problems import problem_details_plugin, unexpected_error
+from system.chassis.request_metrics import request_metrics
 from system.chassis.server_spans import OpenTelemetryPlugin
 from system.chassis.settings import ServiceSettings
 from system.chassis.telemetry import configure_logging, tracer_provider
@@ -160,14 +161,7 @@ def create_app(
             problem_details_plugin(),
             OpenTelemetryPlugin(provider, exclude=observability),  # one server span a request
         ],
-        middleware=[
-            PrometheusConfig(
-                app_name=settings.name,
-                prefix="http",
-                group_path=True,
-                exclude=observability,
-            ).middleware
-        ],
+        middleware=[request_metrics(settings.name, exclude=observability)],
         on_app_init=[auth.on_app_init] if auth else [],
         exception_handlers={Exception: unexpected_error},
         lifespan=[lifespan],

@@ -14,7 +14,8 @@ from typing import Any, ClassVar, Self
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.security.jwt import JWTAuth, Token
+from litestar.middleware.authentication import AuthenticationResult
+from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 from msgspec import Struct
 
 from system.chassis.settings import ServiceSettings
@@ -102,6 +103,22 @@ async def principal_from_token(
     return Principal(user_id=token.sub, role=role, email=str(token.extras.get("email", "")))
 
 
+class ScopeHeaderJWTMiddleware(JWTAuthenticationMiddleware):
+    """Litestar's JWT middleware, reading ``Authorization`` straight from the ASGI scope:
+    the stock one builds the request's whole ``Headers`` object to read one header,
+    ~5% of a cached catalog read's CPU (py-spy on the live stack)."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        wanted = self.auth_header.lower().encode("latin-1")
+        for name, value in connection.scope["headers"]:
+            if name == wanted:
+                encoded_token = value.decode("latin-1").partition(" ")[-1]
+                return await self.authenticate_token(encoded_token, connection)
+        raise NotAuthorizedException("No JWT token found in request header")
+
+
 def jwt_auth(
     settings: ServiceSettings, public_paths: Sequence[str] = ()
 ) -> JWTAuth[Principal, Token]:
@@ -110,6 +127,7 @@ def jwt_auth(
         raise ValueError(f"{settings.name}: jwt_public_key_file is not set")
     return JWTAuth[Principal, Token](
         token_cls=VerifiedTokens,
+        authentication_middleware_class=ScopeHeaderJWTMiddleware,
         token_secret=settings.jwt_public_key_file.read_text(),
         algorithm="RS256",
         retrieve_user_handler=principal_from_token,

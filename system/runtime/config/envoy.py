@@ -117,13 +117,17 @@ def _hcm(
                             "generate_request_id": True,
                             "preserve_external_request_id": True,
                             "always_set_request_id_in_response": True,
-                            # keep a client's x-request-id byte for byte and never let it
-                            # decide trace sampling
+                            # keep a client's x-request-id byte for byte. The sampling
+                            # decision for a request without a traceparent is
+                            # random_sampling applied to its request id (a request that
+                            # carries one follows its sampled flag). With
+                            # use_request_id_for_trace_sampling off, Envoy samples every
+                            # request whatever random_sampling says.
                             "request_id_extension": {
                                 "typed_config": {
                                     "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
                                     "pack_trace_reason": False,
-                                    "use_request_id_for_trace_sampling": False,
+                                    "use_request_id_for_trace_sampling": True,
                                 }
                             },
                             "tracing": _tracing(tracer, topology),
@@ -180,6 +184,7 @@ def _jwt_authn(topology: Topology, jwks_file: Path) -> dict[str, Any]:
                     "forward": True,
                     "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
                     "claim_to_headers": [{"header_name": "x-client-id", "claim_name": "sub"}],
+                    "jwt_cache_config": {"jwt_cache_size": 1000},
                 }
             },
             "rules": rules,

@@ -12,8 +12,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode, get_current_span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from system.chassis.app import ServiceParts, create_app
+from system.chassis.server_spans import parse_traceparent
 from system.chassis.settings import ServiceSettings
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -60,3 +62,60 @@ async def test_server_spans(tmp_path: Path) -> None:
     assert first.status.status_code is StatusCode.UNSET
     assert spans["GET /boom"].status.status_code is StatusCode.ERROR
     assert (spans["GET /nowhere"].attributes or {})["http.status_code"] == 404
+
+
+@get("/context")
+async def context_seen() -> dict[str, str]:
+    seen = get_current_span().get_span_context()
+    return {"trace_id": format(seen.trace_id, "032x"), "sampled": str(seen.trace_flags.sampled)}
+
+
+async def test_a_caller_that_did_not_sample_gets_no_span_but_its_trace_carries_on(
+    tmp_path: Path,
+) -> None:
+    """The gateway samples 1% of requests under load: the other 99% make no span here,
+    and whatever the handler calls still carries the caller's trace id, unsampled."""
+    app = create_app(
+        ServiceSettings(name="spans", data_dir=tmp_path, log_json=False, log_level="CRITICAL"),
+        ServiceParts(route_handlers=[context_seen]),
+    )
+    exporter = InMemorySpanExporter()
+    async with AsyncTestClient(app) as client:
+        app.state.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        answer = await client.get(
+            "/context", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"}
+        )
+        assert answer.json() == {"trace_id": TRACE_ID, "sampled": "False"}
+        assert exporter.get_finished_spans() == ()
+        sampled = await client.get(
+            "/context", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
+        )
+        assert sampled.json() == {"trace_id": TRACE_ID, "sampled": "True"}
+        assert [s.name for s in exporter.get_finished_spans()] == ["GET /context"]
+
+
+def test_a_lone_traceparent_is_read_as_the_w3c_propagator_reads_it() -> None:
+    w3c = TraceContextTextMapPropagator()
+    for value in (
+        f"00-{TRACE_ID}-{PARENT_ID}-01",
+        f"00-{TRACE_ID}-{PARENT_ID}-00",
+        f"00-{TRACE_ID}-{PARENT_ID}-03",
+        f"00-{TRACE_ID.upper()}-{PARENT_ID}-01",
+        f"00-{'0' * 32}-{PARENT_ID}-01",
+        f"00-{TRACE_ID}-{'0' * 16}-01",
+        f"00-+{TRACE_ID[1:]}-{PARENT_ID}-01",
+        f"00-{TRACE_ID}-{PARENT_ID}-1",
+        f"00-{TRACE_ID}-{PARENT_ID}",
+        "garbage",
+    ):
+        expected = get_current_span(w3c.extract({"traceparent": value})).get_span_context()
+        ours = parse_traceparent(value)
+        if ours is None:  # then the chassis falls back to the propagator itself
+            continue
+        assert expected.is_valid, value
+        assert (ours.trace_id, ours.span_id, ours.trace_flags) == (
+            expected.trace_id,
+            expected.span_id,
+            expected.trace_flags,
+        ), value
+    assert parse_traceparent(f"00-{TRACE_ID}-{PARENT_ID}-00") is not None  # what Envoy sends
