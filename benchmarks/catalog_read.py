@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.cpu_share import CpuShare, replica_count
 from harness.localstack import free_port_base, local_stack
 from system.runtime.paths import StackPaths
 from system.runtime.state import StackSettings
@@ -96,6 +97,9 @@ def main() -> None:
         default=100.0,
         help="percent of requests traced (gateway.trace_sampling_percent)",
     )
+    parser.add_argument(
+        "--replicas", action="append", default=[], metavar="SERVICE=N", type=replica_count
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-catalog-") as home_name:
         home = Path(home_name)
@@ -104,7 +108,9 @@ def main() -> None:
             DEFAULT_TOPOLOGY_FILE.read_text()
             + BENCH_TOPOLOGY.replace("{sampling}", str(args.sampling))
         )
-        settings = StackSettings(name="bench", topology_file=str(topology))
+        settings = StackSettings(
+            name="bench", topology_file=str(topology), replicas=dict(args.replicas)
+        )
         settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
         paths = StackPaths.for_stack("bench", home)
         with local_stack(paths, settings) as state:
@@ -126,10 +132,12 @@ def main() -> None:
                 connections=args.connections,
                 headers=headers,
             )  # warm-up
-            results = {
-                name: wrk(url, seconds=args.seconds, connections=args.connections, headers=h)
-                for name, (url, h) in targets.items()
-            }
+            results, shares = {}, {}
+            for name, (url, h) in targets.items():
+                with CpuShare(state) as shares[name]:
+                    results[name] = wrk(
+                        url, seconds=args.seconds, connections=args.connections, headers=h
+                    )
     print(
         f"wrk -t1 -c{args.connections} -d{args.seconds}s, one run each, same stack, "
         f"{args.sampling:g}% of requests traced"
@@ -139,6 +147,9 @@ def main() -> None:
         print(
             f"{name:32} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8.0f}"
         )
+    for name in ("trivial via gateway", "catalog via gateway"):
+        print(f"{name}: ", end="")
+        shares[name].print(per=results[name]["rps"] * args.seconds, unit="request")
     ratio = results["catalog via gateway"]["rps"] / results["trivial via gateway"]["rps"]
     print(f"catalog / trivial through the gateway: {ratio:.2f} (target >= 0.70)")
     print(json.dumps({"ratio": round(ratio, 3), **{k: v for k, v in results.items()}}))

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
+from benchmarks.cpu_share import CpuShare, replica_count
 from harness.localstack import free_port_base, local_stack
 from system.events.schemas import decode
 from system.runtime.paths import StackPaths
@@ -110,6 +111,7 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         watcher = asyncio.create_task(watch(bootstrap, results, stop))
         await asyncio.sleep(2)  # the watcher's partitions are assigned
         tasks = []
+        share = CpuShare(state).__enter__()
         began = time.perf_counter()
         for i in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
@@ -123,6 +125,7 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
             if time.perf_counter() > deadline:
                 break
             await asyncio.sleep(0.2)
+        share.__exit__(None, None, None)
         stop.set()
         await watcher
     outcome, placed = results["outcome"], results["placed"]
@@ -146,6 +149,7 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         f"place-to-confirmed: p50 {pct(confirm, 50) * 1000:7.1f} ms   "
         f"p99 {pct(confirm, 99) * 1000:7.1f} ms"
     )
+    share.print(per=len(outcome), unit="order")
 
 
 def main() -> None:
@@ -154,6 +158,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--sampling", type=float, default=1.0)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--replicas", action="append", default=[], metavar="SERVICE=N", type=replica_count
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-saga-") as home_name:
         home = Path(home_name)
@@ -161,7 +168,12 @@ def main() -> None:
         topology.write_text(
             DEFAULT_TOPOLOGY_FILE.read_text() + GATEWAY.replace("{sampling}", str(args.sampling))
         )
-        settings = StackSettings(name="saga", topology_file=str(topology), database=args.database)
+        settings = StackSettings(
+            name="saga",
+            topology_file=str(topology),
+            database=args.database,
+            replicas=dict(args.replicas),
+        )
         settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
         paths = StackPaths.for_stack("saga", home)
         with local_stack(paths, settings) as state:

@@ -17,8 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from system.chassis import sqlite_inline
@@ -83,3 +85,22 @@ def create_reader(settings: ServiceSettings, writer: AsyncEngine) -> AsyncEngine
     if settings.is_sqlite:
         return _sqlite_engine(settings, settings.sqlite_readers, reader=True)
     return writer
+
+
+async def insert_if_absent(
+    session: AsyncSession, model: Any, rows: dict[str, Any] | list[dict[str, Any]]
+) -> int:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of ``rows`` into ``model``'s table, on SQLite
+    or PostgreSQL: the rows a unique key already holds are skipped. Returns how many rows
+    were inserted. One Core statement where the ORM needs a SELECT, an INSERT and its
+    unit of work (most of an event consumer's CPU on the live stack)."""
+    table = getattr(model, "__table__", model)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement: Any = postgresql_insert(table).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite_insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - the two databases the chassis supports
+        raise NotImplementedError(f"insert_if_absent on {dialect}")
+    result = await session.execute(statement, rows)
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from system.chassis.db import insert_if_absent
 from system.services.analytics.models import CountedEvent
 from system.services.analytics.projection import Fact, Projection, Summary, summary_of
 
@@ -20,11 +21,14 @@ CHUNK = 500
 
 async def record(session: AsyncSession, fact: Fact) -> bool:
     """Store ``fact`` unless its event is already counted; ``True`` if it was stored."""
-    if await session.get(CountedEvent, fact.event_id) is not None:
-        return False
-    session.add(CountedEvent(**asdict(fact)))
-    await session.flush()
-    return True
+    row = {
+        "event_id": fact.event_id,
+        "event_type": fact.event_type,
+        "minute": fact.minute,
+        "amount_cents": fact.amount_cents,
+        "reason": fact.reason,
+    }
+    return await insert_if_absent(session, CountedEvent, row) == 1
 
 
 async def read_summary(session: AsyncSession) -> Summary:

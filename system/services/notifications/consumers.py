@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from system.chassis.db import insert_if_absent
 from system.chassis.inbox import Handler
 from system.events.schemas import Event
 from system.services.notifications.messages import TEMPLATES, message_for
@@ -22,20 +22,18 @@ async def notify(session: AsyncSession, event: Event[Any]) -> None:
     message = message_for(event)
     if message is None:
         return
-    event_id = str(event.id)
-    if await session.scalar(select(Notification.id).where(Notification.event_id == event_id)):
-        return
-    session.add(
-        Notification(
-            user_id=message.user_id,
-            event_id=event_id,
-            event_type=event.type,
-            channel="email",
-            subject=message.subject,
-            body=message.body,
-        )
+    await insert_if_absent(
+        session,
+        Notification,
+        {
+            "user_id": message.user_id,
+            "event_id": str(event.id),
+            "event_type": event.type,
+            "channel": "email",
+            "subject": message.subject,
+            "body": message.body,
+        },
     )
-    await session.flush()
 
 
 HANDLERS: dict[str, Handler] = dict.fromkeys(TEMPLATES, notify)

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -534,3 +535,95 @@ def _closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+@pytest.mark.asyncio
+async def test_a_batch_is_applied_in_one_transaction_with_the_same_outcomes(maker: Maker) -> None:
+    registry = CollectorRegistry()
+    consumer = consumer_for(maker, {"order.placed": record_effect}, registry=registry)
+    first, second, earlier = placed("o-1"), placed("o-2"), placed("o-0")
+    assert await consumer.process(record(earlier)) is Outcome.PROCESSED
+    user = new_event(UserRegisteredV1(user_id="u", email="e@x", role="admin"))
+    batch = [
+        record(first, offset=1),
+        record(first, offset=2),  # redelivered within the batch
+        record(earlier, offset=3),  # processed before
+        record(b"\x00garbage", offset=4),
+        record(user, offset=5),
+        record(second, offset=6),
+    ]
+    commits: list[int] = []
+    engine = maker.kw["bind"].sync_engine
+    sa_event.listen(engine, "commit", lambda _conn: commits.append(1))
+    assert await consumer.process_batch(batch) == [
+        Outcome.PROCESSED,
+        Outcome.DUPLICATE,
+        Outcome.DUPLICATE,
+        Outcome.REJECTED,
+        Outcome.UNHANDLED,
+        Outcome.PROCESSED,
+    ]
+    assert len(commits) == 1
+    assert await effects(maker) == [(str(e.id), "order.placed") for e in (earlier, first, second)]
+    labels = {"consumer": "unit", "event_type": "order.placed"}
+    assert registry.get_sample_value("inbox_processed_total", labels) == 3
+    assert registry.get_sample_value("inbox_duplicates_total", labels) == 2
+    async with maker() as session:
+        assert await session.scalar(select(func.count()).select_from(InboxEntry)) == 3
+
+
+@pytest.mark.asyncio
+async def test_a_failing_batch_leaves_nothing_and_is_processed_one_by_one(
+    maker: Maker, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    failures: list[str] = []
+
+    async def flaky(session: AsyncSession, event: Event[Any]) -> None:
+        await record_effect(session, event)
+        if event.key == "o-2" and not failures:
+            failures.append(event.key)
+            raise RuntimeError("transient")
+
+    consumer = consumer_for(maker, {"order.placed": flaky}, tracer_provider=provider)
+    events = [placed(f"o-{n}") for n in (1, 2, 3)]
+    outcomes = await consumer.process_batch([record(e, offset=i) for i, e in enumerate(events)])
+    assert outcomes == [Outcome.PROCESSED] * 3
+    assert failures == ["o-2"]
+    assert await effects(maker) == [(str(e.id), "order.placed") for e in events]
+    # the rolled-back attempt's spans were never ended: one span per event, no more
+    finished = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    assert sorted(_attr(s, "messaging.kafka.offset") for s in finished) == [0, 1, 2]
+    assert {_attr(s, "inbox.outcome") for s in finished} == {"processed"}
+
+
+@pytest.mark.asyncio
+async def test_each_event_of_a_batch_continues_its_own_producer_trace(
+    maker: Maker, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+
+    async def reserve(session: AsyncSession, event: Event[Any]) -> None:
+        stage(session, new_event(StockReservedV1(order_id=event.key, items=[])))
+
+    producers, batch = [], []
+    for n in range(3):
+        headers: dict[str, str] = {}
+        with provider.get_tracer("test").start_as_current_span(f"publish {n}") as producer:
+            propagate.inject(headers)
+        producers.append(producer.get_span_context())
+        event = placed(f"o-{n}")
+        batch.append(record(event, offset=n, headers=[(k, v.encode()) for k, v in headers.items()]))
+    consumer = consumer_for(maker, {"order.placed": reserve}, tracer_provider=provider)
+    assert await consumer.process_batch(batch) == [Outcome.PROCESSED] * 3
+    consumed = sorted(
+        (s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER),
+        key=lambda s: _attr(s, "messaging.kafka.offset"),
+    )
+    assert [s.context.trace_id for s in consumed] == [p.trace_id for p in producers]
+    assert [s.parent.span_id for s in consumed if s.parent] == [p.span_id for p in producers]
+    rows = await outbox_rows(maker)
+    assert sorted(r.headers["traceparent"].split("-")[1] for r in rows) == sorted(
+        f"{p.trace_id:032x}" for p in producers
+    )
+    assert trace.get_current_span() is trace.INVALID_SPAN

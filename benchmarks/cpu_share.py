@@ -1,0 +1,85 @@
+"""CPU time each process of a stack spends during a measured window, per unit of work.
+
+    with CpuShare(state) as share:
+        ...  # drive the load
+    share.print(per=requests, unit="request")
+
+Reads every stack process's user + system time (with its children) from the kernel
+before and after, so a figure says which component a unit of work costs most in: the
+lever to pull next, measured on the live stack rather than in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    if not pid:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in tree:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+class CpuShare:
+    """CPU seconds per stack process over the ``with`` block."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.pids = {p["name"]: p.get("pid") for p in state["processes"]}
+        self.used: dict[str, float] = {}
+        self.seconds = 0.0
+
+    def _read(self) -> dict[str, float]:
+        return {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def __enter__(self) -> CpuShare:
+        self._before, self._began = self._read(), time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        after = self._read()
+        self.seconds = time.perf_counter() - self._began
+        self.used = {name: after[name] - self._before[name] for name in after}
+
+    def print(self, *, per: float, unit: str) -> None:
+        """One line per process: share of a core, and CPU milliseconds per ``unit``."""
+        total = sum(self.used.values())
+        print(
+            f"CPU by process over {self.seconds:.1f} s: {total / self.seconds:.2f} cores "
+            f"for the stack ({total / max(per, 1) * 1000:.3f} ms per {unit})"
+        )
+        for name, used in sorted(self.used.items(), key=lambda item: -item[1]):
+            if used >= 0.01 * self.seconds:
+                print(
+                    f"  {name:18} {used / self.seconds * 100:6.1f}% of a core  "
+                    f"{used / max(per, 1) * 1000:8.3f} ms per {unit}"
+                )
+
+
+def replica_count(value: str) -> tuple[str, int]:
+    """``--replicas products=1``: a benchmark's topology override, as ``harness up`` takes."""
+    service, _, count = value.partition("=")
+    if not service or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected SERVICE=N with N >= 1, got {value!r}")
+    return service, int(count)
