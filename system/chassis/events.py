@@ -66,6 +66,10 @@ class EventRuntime:
                 topics=sorted({topic_for(t) for t in handlers}),
                 handlers=handlers,
                 tracer_provider=tracer_provider,
+                kafka_options={
+                    "fetch_max_wait_ms": settings.kafka_fetch_wait_ms,
+                    "fetch_min_bytes": settings.kafka_fetch_min_bytes,
+                },
             )
             if bootstrap and handlers
             else None

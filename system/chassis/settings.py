@@ -40,6 +40,12 @@ class ServiceSettings(BaseSettings):
     on aiosqlite's thread."""
     kafka_bootstrap: str | None = None
     """``host:port`` of Kafka; unset means events are kept in the outbox, not relayed."""
+    kafka_fetch_wait_ms: int = Field(50, ge=0, le=5000)
+    """How long the broker may hold a consumer's fetch to gather up to
+    ``kafka_fetch_min_bytes``: batches of events cost a consumer one transaction and one
+    offset commit each, so under load waiting a little is cheaper than fetching each
+    event on its own. Consumers are off the saga's critical path."""
+    kafka_fetch_min_bytes: int = Field(65536, ge=1)
     otlp_endpoint: str | None = None
     """Base URL of an OTLP/HTTP collector (Jaeger); unset means no span export."""
     jwt_public_key_file: Path | None = None

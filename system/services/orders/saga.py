@@ -21,16 +21,18 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import Delete, delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Delete, Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.credentials import ServiceToken
+from system.chassis.db import insert_if_absent
 from system.chassis.outbound import MeshClient, UpstreamError
 from system.services.orders import store
 from system.services.orders.aggregate import TERMINAL, Action, DomainEvent, OrderState, next_action
 from system.services.orders.models import OrderView, SagaLease
 from system.services.orders.settings import OrdersSettings
+
+_LEASES: Table = SagaLease.__table__  # type: ignore[assignment]
 
 log = logging.getLogger("orders.saga")
 FORWARD = (Action.RESERVE, Action.AUTHORIZE, Action.CONFIRM)
@@ -238,29 +240,31 @@ class SagaDriver:
 
     # -- leases and the sweep ------------------------------------------------------------
     async def _claim_lease(self, order_id: str) -> bool:
+        """Take the lease if it is free, expired or already ours: one conditional UPDATE
+        (atomic on PostgreSQL, serialized by the single writer on SQLite), else an
+        INSERT that a lease taken meanwhile makes a no-op."""
         now = datetime.now(UTC)
         expires = now + timedelta(seconds=self._settings.lease_s)
-        try:
-            async with self._maker() as session, session.begin():
-                lease = await session.scalar(
-                    select(SagaLease).where(SagaLease.order_id == order_id).with_for_update()
+        async with self._maker() as session, session.begin():
+            taken = await session.execute(
+                update(_LEASES)
+                .where(
+                    _LEASES.c.order_id == order_id,
+                    (_LEASES.c.owner == self._owner) | (_LEASES.c.expires_at < now),
                 )
-                if lease is None:
-                    session.add(SagaLease(order_id=order_id, owner=self._owner, expires_at=expires))
-                elif lease.owner == self._owner or lease.expires_at < now:
-                    lease.owner, lease.expires_at = self._owner, expires
-                else:
-                    return False
-        except IntegrityError:
-            return False
-        return True
+                .values(owner=self._owner, expires_at=expires)
+            )
+            if getattr(taken, "rowcount", 0):
+                return True
+            row = {"order_id": order_id, "owner": self._owner, "expires_at": expires}
+            return await insert_if_absent(session, SagaLease, row) == 1
 
     async def _renew_lease(self, session: AsyncSession, order_id: str) -> None:
-        lease = await session.scalar(
-            select(SagaLease).where(SagaLease.order_id == order_id, SagaLease.owner == self._owner)
+        await session.execute(
+            update(_LEASES)
+            .where(_LEASES.c.order_id == order_id, _LEASES.c.owner == self._owner)
+            .values(expires_at=datetime.now(UTC) + timedelta(seconds=self._settings.lease_s))
         )
-        if lease is not None:
-            lease.expires_at = datetime.now(UTC) + timedelta(seconds=self._settings.lease_s)
 
     async def _release_lease(self, order_id: str) -> None:
         with contextlib.suppress(Exception):
