@@ -8,7 +8,7 @@ else. :func:`load_settings` turns a bad value into one line naming the variable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +35,8 @@ class ServiceSettings(BaseSettings):
     database_pool_size: int = Field(10, ge=1, le=200)
     sqlite_readers: int = Field(4, ge=1, le=32)
     """Read-only connections beside SQLite's single writer (WAL readers run concurrently)."""
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The served process's event loop (tests in-process use pytest's)."""
     sqlite_inline: bool = True
     """Run SQLite statements on the event loop (``system.chassis.sqlite_inline``); false:
     on aiosqlite's thread."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from litestar import Litestar
-from litestar.datastructures import State
-from litestar.di import Provide
 
 from system.chassis.app import ServiceParts, create_app
 from system.chassis.settings import load_settings
@@ -26,18 +24,12 @@ def build(settings: ProductsSettings) -> Litestar:
         ServiceParts(
             route_handlers=[CatalogController, ReservationController],
             event_handlers=HANDLERS,
-            dependencies={"product_reads": Provide(_product_reads, sync_to_thread=False)},
             on_startup=[open_reads],
             on_shutdown=[close_reads],
             links=LINKS,
             description="The catalog and its stock.",
         ),
     )
-
-
-def _product_reads(state: State) -> ProductReads:
-    reads: ProductReads = state.product_reads
-    return reads
 
 
 def create() -> Litestar:
