@@ -44,11 +44,12 @@ class ServerSpans:
         self.w3c_only = _is_default_propagation(propagate.get_global_textmap())
 
     def _extract(self, carrier: dict[str, str]) -> Context:
-        """The caller's context. A lone W3C ``traceparent`` (what Envoy sends) is parsed
-        here, a third of the propagator's cost (its regex); anything else, or another
-        propagator configured, goes through ``propagate.extract``."""
-        if self.w3c_only and len(carrier) == 1 and (value := carrier.get("traceparent")):
-            remote = parse_traceparent(value)
+        """The caller's context. A W3C ``traceparent`` with at most a ``tracestate``
+        (what Envoy sends) is parsed here, a third of the propagator's cost (its regex);
+        anything else (baggage, another version), or another propagator configured, goes
+        through ``propagate.extract``."""
+        if self.w3c_only and (value := carrier.get("traceparent")) and _W3C.issuperset(carrier):
+            remote = parse_traceparent(value, carrier.get("tracestate"))
             if remote is not None:
                 return trace.set_span_in_context(trace.NonRecordingSpan(remote))
         return propagate.extract(carrier)
@@ -89,6 +90,7 @@ class ServerSpans:
 
 
 _HEX = frozenset("0123456789abcdef")
+_W3C = frozenset(("traceparent", "tracestate"))
 
 
 def _is_default_propagation(textmap: object) -> bool:
@@ -99,8 +101,9 @@ def _is_default_propagation(textmap: object) -> bool:
     ]
 
 
-def parse_traceparent(value: str) -> trace.SpanContext | None:
-    """A version-00 ``traceparent`` as the W3C propagator reads it, else None."""
+def parse_traceparent(value: str, tracestate: str | None = None) -> trace.SpanContext | None:
+    """A version-00 ``traceparent`` (and its ``tracestate``) as the W3C propagator reads
+    them, else None."""
     parts = value.strip().split("-")
     if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16:
         return None
@@ -109,7 +112,10 @@ def parse_traceparent(value: str) -> trace.SpanContext | None:
     trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
     if not trace_id or not span_id:
         return None
-    return trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags))
+    state = trace.TraceState.from_header([tracestate]) if tracestate else None
+    return trace.SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags), trace_state=state
+    )
 
 
 def _drops_unsampled_remote_parents(provider: TracerProvider) -> bool:

@@ -108,14 +108,17 @@ def test_a_lone_traceparent_is_read_as_the_w3c_propagator_reads_it() -> None:
         f"00-{TRACE_ID}-{PARENT_ID}",
         "garbage",
     ):
-        expected = get_current_span(w3c.extract({"traceparent": value})).get_span_context()
-        ours = parse_traceparent(value)
-        if ours is None:  # then the chassis falls back to the propagator itself
-            continue
-        assert expected.is_valid, value
-        assert (ours.trace_id, ours.span_id, ours.trace_flags) == (
-            expected.trace_id,
-            expected.span_id,
-            expected.trace_flags,
-        ), value
+        for state in (None, "", "vendor=abc,other=1"):
+            carrier = {"traceparent": value, **({"tracestate": state} if state is not None else {})}
+            expected = get_current_span(w3c.extract(carrier)).get_span_context()
+            ours = parse_traceparent(value, state)
+            if ours is None:  # then the chassis falls back to the propagator itself
+                continue
+            assert expected.is_valid, value
+            assert (ours.trace_id, ours.span_id, ours.trace_flags, ours.trace_state) == (
+                expected.trace_id,
+                expected.span_id,
+                expected.trace_flags,
+                expected.trace_state,
+            ), value
     assert parse_traceparent(f"00-{TRACE_ID}-{PARENT_ID}-00") is not None  # what Envoy sends
