@@ -42,7 +42,7 @@ class ServiceSettings(BaseSettings):
     on aiosqlite's thread."""
     kafka_bootstrap: str | None = None
     """``host:port`` of Kafka; unset means events are kept in the outbox, not relayed."""
-    kafka_fetch_wait_ms: int = Field(50, ge=0, le=5000)
+    kafka_fetch_wait_ms: int = Field(200, ge=0, le=5000)
     """How long the broker may hold a consumer's fetch to gather up to
     ``kafka_fetch_min_bytes``: batches of events cost a consumer one transaction and one
     offset commit each, so under load waiting a little is cheaper than fetching each
