@@ -12,6 +12,8 @@ lever to pull next, measured on the live stack rather than in-process.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import time
 from types import TracebackType
 from typing import Any
@@ -46,7 +48,12 @@ class CpuShare:
         self.seconds = 0.0
 
     def _read(self) -> dict[str, float]:
-        return {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        used = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        # the load generator shares the machine: this process, and the children it
+        # waited for (wrk)
+        me, children = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        used["load generator"] = me.user + me.system + children.ru_utime + children.ru_stime
+        return used
 
     def __enter__(self) -> CpuShare:
         self._before, self._began = self._read(), time.perf_counter()
@@ -64,10 +71,11 @@ class CpuShare:
 
     def print(self, *, per: float, unit: str) -> None:
         """One line per process: share of a core, and CPU milliseconds per ``unit``."""
-        total = sum(self.used.values())
+        total = sum(v for k, v in self.used.items() if k != "load generator")
         print(
             f"CPU by process over {self.seconds:.1f} s: {total / self.seconds:.2f} cores "
-            f"for the stack ({total / max(per, 1) * 1000:.3f} ms per {unit})"
+            f"for the stack ({total / max(per, 1) * 1000:.3f} ms per {unit}), plus the "
+            f"load generator's {self.used['load generator'] / self.seconds:.2f}"
         )
         for name, used in sorted(self.used.items(), key=lambda item: -item[1]):
             if used >= 0.01 * self.seconds:
