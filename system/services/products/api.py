@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.exceptions import ClientException, NotFoundException
@@ -201,11 +200,14 @@ class CatalogController(Controller):
             **problem_responses(401, 404),
         },
     )
-    async def get_product(self, product_id: FromPath[uuid.UUID], state: State) -> ASGIResponse:
+    async def get_product(
+        self, product_id: FromPath[uuid.UUID], request: Request[Any, Any, Any]
+    ) -> ASGIResponse:
         """One product with its stock levels."""
-        # the hottest read of the system: the reader from app state rather than a
-        # dependency, and the encoded view cached with its row, answered as it is
-        reads: ProductReads = state.product_reads
+        # the hottest read of the system: the reader from the app's state (neither a
+        # dependency nor the per-request State copy), and the encoded view cached with
+        # its row, answered as it is
+        reads: ProductReads = request.app.state.product_reads
         body = await reads.body(product_id, _encoded_view)
         if body is None:
             raise NotFoundException(detail=f"no product {product_id}")
