@@ -241,6 +241,41 @@ def test_one_request_is_one_trace_from_gateway_to_database(
     assert roots[0]["service"] == "gateway"
 
 
+def test_the_gateway_follows_the_callers_sampling_decision(
+    gateway: httpx.Client, service_stack: dict[str, Any], admin: dict[str, str]
+) -> None:
+    """Parent-based sampling at the gateway: a caller that did not sample is not traced
+    (even with every other request traced), one that did is, whatever its x-request-id."""
+    unsampled, sampled = secrets.token_hex(16), secrets.token_hex(16)
+    for trace_id, flag in ((unsampled, "00"), (sampled, "01")):
+        headers = {
+            **admin,
+            "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-{flag}",
+            "x-request-id": f"qa-{flag}",  # not a UUID: must not decide anything
+        }
+        assert gateway.get("/products/?limit=1", headers=headers).status_code == 200
+    jaeger = f"http://127.0.0.1:{service_stack['ports']['jaeger_query']}"
+
+    def services(trace_id: str) -> set[str]:
+        got = httpx.get(f"{jaeger}/api/v3/traces/{trace_id}")
+        if got.status_code != 200:
+            return set()
+        return {
+            a["value"]["stringValue"]
+            for rs in got.json()["result"]["resourceSpans"]
+            for a in rs["resource"]["attributes"]
+            if a["key"] == "service.name"
+        }
+
+    poll_until(
+        lambda: {"gateway", "products"} <= services(sampled) or None,
+        "the sampled request's trace at the gateway and in products",
+        timeout=30,
+    )
+    # sent first, exported no later than the sampled one: nothing of it may exist now
+    assert services(unsampled) == set()
+
+
 def test_the_request_counter_moves_in_prometheus(
     gateway: httpx.Client, service_stack: dict[str, Any], admin: dict[str, str]
 ) -> None:

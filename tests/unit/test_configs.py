@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,27 @@ def test_envoy_traces_to_the_stacks_jaeger(shop: Topology) -> None:
     otel = clusters(config)["jaeger_otlp"]
     assert port_of(otel["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]) == 40005
     assert port_of(config["admin"]) == 40001
+
+
+def test_every_listener_samples_parent_based_at_the_gateways_rate(shop: Topology) -> None:
+    """A caller's traceparent decides; otherwise ``trace_sampling_percent`` of trace ids
+    (Envoy's request-id sampling off: it would override both)."""
+    sampled = replace(shop, gateway=replace(shop.gateway, trace_sampling_percent=2.5))
+    config = envoy_config(sampled)
+    for listener in listeners(config).values():
+        manager = hcm(listener)
+        assert (
+            manager["request_id_extension"]["typed_config"]["use_request_id_for_trace_sampling"]
+            is False
+        )
+        sampler = manager["tracing"]["provider"]["typed_config"]["sampler"]
+        assert sampler["name"] == "envoy.tracers.opentelemetry.samplers.parent_based"
+        ratio = sampler["typed_config"]["wrapped_sampler"]
+        assert ratio["name"] == "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based"
+        assert ratio["typed_config"]["sampling_percentage"] == {
+            "numerator": 25_000,
+            "denominator": "MILLION",
+        }
 
 
 def test_prometheus_scrapes_infrastructure_and_every_replica(shop: Topology) -> None:

@@ -72,14 +72,38 @@ def _access_log(listener: str) -> list[dict[str, Any]]:
     ]
 
 
+_SAMPLERS = "type.googleapis.com/envoy.extensions.tracers.opentelemetry.samplers.v3"
+
+
+def _sampler(percent: float) -> dict[str, Any]:
+    """OpenTelemetry's parent-based sampling: a request with a ``traceparent`` keeps its
+    sampled flag; one without is sampled for ``percent`` of trace ids."""
+    return {
+        "name": "envoy.tracers.opentelemetry.samplers.parent_based",
+        "typed_config": {
+            "@type": f"{_SAMPLERS}.ParentBasedSamplerConfig",
+            "wrapped_sampler": {
+                "name": "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based",
+                "typed_config": {
+                    "@type": f"{_SAMPLERS}.TraceIdRatioBasedSamplerConfig",
+                    "sampling_percentage": {
+                        "numerator": round(percent * 10_000),
+                        "denominator": "MILLION",
+                    },
+                },
+            },
+        },
+    }
+
+
 def _tracing(service_name: str, topology: Topology) -> dict[str, Any]:
     return {
-        "random_sampling": {"value": topology.gateway.trace_sampling_percent},
         "provider": {
             "name": "envoy.tracers.opentelemetry",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
                 "service_name": service_name,
+                "sampler": _sampler(topology.gateway.trace_sampling_percent),
                 "http_service": {
                     "http_uri": {
                         "uri": f"http://127.0.0.1:{topology.ports.jaeger_otlp_http}/v1/traces",
@@ -117,17 +141,16 @@ def _hcm(
                             "generate_request_id": True,
                             "preserve_external_request_id": True,
                             "always_set_request_id_in_response": True,
-                            # keep a client's x-request-id byte for byte. The sampling
-                            # decision for a request without a traceparent is
-                            # random_sampling applied to its request id (a request that
-                            # carries one follows its sampled flag). With
-                            # use_request_id_for_trace_sampling off, Envoy samples every
-                            # request whatever random_sampling says.
+                            # keep a client's x-request-id byte for byte and never let it
+                            # decide trace sampling: the tracer's parent-based sampler
+                            # does (Envoy's own request-id sampling would override a
+                            # caller's sampled traceparent, and never sample a request
+                            # whose x-request-id is not a UUID)
                             "request_id_extension": {
                                 "typed_config": {
                                     "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
                                     "pack_trace_reason": False,
-                                    "use_request_id_for_trace_sampling": True,
+                                    "use_request_id_for_trace_sampling": False,
                                 }
                             },
                             "tracing": _tracing(tracer, topology),
