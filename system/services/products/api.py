@@ -135,8 +135,10 @@ def _view_of(row: tuple[Any, ...]) -> ProductView:
     )
 
 
-def _encoded_view(row: tuple[Any, ...]) -> bytes:
-    return msgspec.json.encode(_view_of(row))
+def _answer_of(row: tuple[Any, ...]) -> ASGIResponse:
+    """A ready answer: an ``ASGIResponse`` keeps nothing per call (its header list is
+    built anew each time it is sent), so one instance serves every read of the row."""
+    return ASGIResponse(body=msgspec.json.encode(_view_of(row)), media_type=MediaType.JSON)
 
 
 def _reservation(r: stock.Reservation) -> ReservationView:
@@ -205,13 +207,12 @@ class CatalogController(Controller):
     ) -> ASGIResponse:
         """One product with its stock levels."""
         # the hottest read of the system: the reader from the app's state (neither a
-        # dependency nor the per-request State copy), and the encoded view cached with
-        # its row, answered as it is
+        # dependency nor the per-request State copy), and the answer cached with its row
         reads: ProductReads = request.app.state.product_reads
-        body = await reads.body(product_id, _encoded_view)
-        if body is None:
+        answer = await reads.answer(product_id, _answer_of)
+        if answer is None:
             raise NotFoundException(detail=f"no product {product_id}")
-        return ASGIResponse(body=body, media_type=MediaType.JSON)
+        return answer
 
     @post(
         "/",

@@ -294,6 +294,23 @@ async def test_a_cached_view_follows_the_other_replicas_writes(
         assert (await one.get(f"/{other}", headers=admin)).status_code == 404
 
 
+async def test_a_cached_answer_is_the_same_complete_response_every_time(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    """One answer object serves every read of a cached row: nothing accumulates on it."""
+    admin = auth("admin")
+    pid = (await new_product(client, admin, stock=2))["id"]
+    answers = [await client.get(f"/{pid}", headers=admin) for _ in range(3)]
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.content for a in answers}) == 1
+    headers = [sorted((k, v) for k, v in a.headers.items() if k != "date") for a in answers]
+    assert headers[0] == headers[1] == headers[2]
+    assert answers[0].headers["content-type"] == "application/json"
+    assert int(answers[0].headers["content-length"]) == len(answers[0].content)
+    await client.post(f"/{pid}/restock", json={"quantity": 3}, headers=admin)
+    assert (await client.get(f"/{pid}", headers=admin)).json()["stock"]["available"] == 5
+
+
 async def test_the_engine_read_path_gives_the_same_row(
     client: Client, auth: Callable[..., dict[str, str]]
 ) -> None:
