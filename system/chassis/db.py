@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -87,6 +87,14 @@ def create_reader(settings: ServiceSettings, writer: AsyncEngine) -> AsyncEngine
     return writer
 
 
+def table_of(model: Any) -> Table:
+    """The Core table behind an ORM model (or the table itself), for Core statements."""
+    table = getattr(model, "__table__", model)
+    if not isinstance(table, Table):
+        raise TypeError(f"{model!r} has no table")
+    return table
+
+
 async def insert_if_absent(
     session: AsyncSession, model: Any, rows: dict[str, Any] | list[dict[str, Any]]
 ) -> int:
@@ -94,7 +102,7 @@ async def insert_if_absent(
     or PostgreSQL: the rows a unique key already holds are skipped. Returns how many rows
     were inserted. One Core statement where the ORM needs a SELECT, an INSERT and its
     unit of work (most of an event consumer's CPU on the live stack)."""
-    table = getattr(model, "__table__", model)
+    table = table_of(model)
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         statement: Any = postgresql_insert(table).on_conflict_do_nothing()

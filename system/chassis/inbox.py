@@ -51,11 +51,11 @@ from advanced_alchemy.base import DefaultBase
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
-from sqlalchemy import String, Table, insert, select
+from sqlalchemy import String, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from system.chassis.db import insert_if_absent
+from system.chassis.db import insert_if_absent, table_of
 from system.events import Event, EventError, decode
 
 __all__ = [
@@ -162,10 +162,6 @@ def _metrics(registry: CollectorRegistry | None) -> _Metrics:
 
 _CLOSE_GRACE = 10.0
 """Seconds a stopping consumer may spend leaving its group."""
-
-
-class _Duplicate(Exception):
-    pass
 
 
 def _carrier(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
@@ -400,8 +396,7 @@ class EventConsumer:
         self, pending: Sequence[tuple[int, Event[Any], Handler, Span]]
     ) -> list[Outcome]:
         ids = [event.id for _, event, _, _ in pending]
-        table = InboxEntry.__table__
-        assert isinstance(table, Table)
+        table = table_of(InboxEntry)
         outcomes: list[Outcome] = []
         async with self._session_maker() as session, session.begin():
             seen = set(
@@ -419,14 +414,7 @@ class EventConsumer:
                     continue
                 seen.add(event.id)
                 outcomes.append(Outcome.PROCESSED)
-                fresh.append(
-                    {
-                        "consumer": self.name,
-                        "event_id": event.id,
-                        "event_type": event.type,
-                        "processed_at": now,
-                    }
-                )
+                fresh.append(self._row(event, now))
             if fresh:
                 await session.execute(insert(table), fresh)
             for (_, event, handler, span), outcome in zip(pending, outcomes, strict=True):
@@ -540,18 +528,19 @@ class EventConsumer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _apply(self, event: Event[Any], handler: Handler) -> Outcome:
-        """The inbox row and the handler's effects, in one transaction."""
-        try:
-            async with self._session_maker() as session, session.begin():
-                row = {
-                    "consumer": self.name,
-                    "event_id": event.id,
-                    "event_type": event.type,
-                    "processed_at": datetime.now(UTC),
-                }
-                if not await insert_if_absent(session, InboxEntry, row):
-                    raise _Duplicate
-                await handler(session, event)
-        except _Duplicate:
-            return Outcome.DUPLICATE
+        """The inbox row and the handler's effects, in one transaction (a row already
+        there, or inserted meanwhile by another consumer, means a duplicate)."""
+        async with self._session_maker() as session, session.begin():
+            if not await insert_if_absent(session, InboxEntry, self._row(event, datetime.now(UTC))):
+                return Outcome.DUPLICATE
+            await handler(session, event)
         return Outcome.PROCESSED
+
+    def _row(self, event: Event[Any], now: datetime) -> dict[str, Any]:
+        """The inbox row recording that this consumer processed ``event``."""
+        return {
+            "consumer": self.name,
+            "event_id": event.id,
+            "event_type": event.type,
+            "processed_at": now,
+        }

@@ -95,7 +95,9 @@ _W3C = frozenset(("traceparent", "tracestate"))
 
 def _is_default_propagation(textmap: object) -> bool:
     """OpenTelemetry's default: W3C trace context and baggage, nothing else."""
-    return isinstance(textmap, CompositePropagator) and [type(p) for p in textmap._propagators] == [
+    inner = getattr(textmap, "_propagators", None)  # no public accessor; absent: not ours
+    kinds = [type(p) for p in inner or ()]
+    return isinstance(textmap, CompositePropagator) and kinds == [
         TraceContextTextMapPropagator,
         W3CBaggagePropagator,
     ]

@@ -21,18 +21,18 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import Delete, Table, delete, select, update
+from sqlalchemy import Delete, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.credentials import ServiceToken
-from system.chassis.db import insert_if_absent
+from system.chassis.db import insert_if_absent, table_of
 from system.chassis.outbound import MeshClient, UpstreamError
 from system.services.orders import store
 from system.services.orders.aggregate import TERMINAL, Action, DomainEvent, OrderState, next_action
 from system.services.orders.models import OrderView, SagaLease
 from system.services.orders.settings import OrdersSettings
 
-_LEASES: Table = SagaLease.__table__  # type: ignore[assignment]
+_LEASES = table_of(SagaLease)
 
 log = logging.getLogger("orders.saga")
 FORWARD = (Action.RESERVE, Action.AUTHORIZE, Action.CONFIRM)

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from system.chassis.db import table_of
 from system.chassis.outbox import stage
 from system.events.schemas import (
     OrderCancelledV1,
@@ -81,8 +82,8 @@ async def append(
     return new_state
 
 
-_EVENTS: Table = OrderEvent.__table__  # type: ignore[assignment]
-_VIEWS: Table = OrderView.__table__  # type: ignore[assignment]
+_EVENTS = table_of(OrderEvent)
+_VIEWS = table_of(OrderView)
 
 
 def _items(state: OrderState) -> list[OrderItem]:

@@ -41,7 +41,7 @@ T = TypeVar("T")
 
 
 class ProductReads:
-    """One product's row by id (``COLUMNS + STOCK``), or ``None``."""
+    """One product by id: what a renderer makes of its row (``COLUMNS + STOCK``), or ``None``."""
 
     def __init__(self, database_url: str, reader: AsyncEngine) -> None:
         url = make_url(database_url)
@@ -52,14 +52,6 @@ class ProductReads:
         self._rows: dict[uuid.UUID, Row] = {}
         self._answers: dict[uuid.UUID, Any] = {}
 
-    async def row(self, product_id: uuid.UUID) -> Row | None:
-        if self._file is not None:
-            try:
-                return self._inline(product_id)
-            except sqlite3.OperationalError:
-                self._version = None  # busy or odd: read through the engine, cache nothing
-        return await self._through_engine(product_id)
-
     async def answer(self, product_id: uuid.UUID, render: Callable[[Row], T]) -> T | None:
         """What ``render`` makes of the product's row, made once per cached row and
         dropped with it (encoding the view and building the response was a fifth of a
@@ -68,7 +60,7 @@ class ProductReads:
             try:
                 row = self._inline(product_id)
             except sqlite3.OperationalError:
-                self._version = None
+                self._version = None  # busy or odd: read through the engine, cache nothing
             else:
                 if row is None:
                     return None
