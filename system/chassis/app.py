@@ -40,7 +40,7 @@ from system.chassis.problems import problem_details_plugin, unexpected_error
 from system.chassis.request_metrics import request_metrics
 from system.chassis.server_spans import OpenTelemetryPlugin
 from system.chassis.settings import ServiceSettings
-from system.chassis.telemetry import configure_logging, tracer_provider
+from system.chassis.telemetry import configure_logging, tracing
 
 Hook = Callable[[Litestar], Awaitable[None]]
 
@@ -86,11 +86,12 @@ def create_app(
         async with read_maker() as session:
             yield session
 
-    provider = tracer_provider(settings)
+    traces = tracing(settings)
+    provider = traces.provider
     sql_tracing = SQLAlchemyInstrumentor()
     sql_tracing.instrument(
         engines=list({id(e): e.sync_engine for e in (engine, reader)}.values()),
-        tracer_provider=provider,
+        tracer_provider=traces.statements,
     )
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     alchemy = SQLAlchemyAsyncConfig(
@@ -138,7 +139,7 @@ def create_app(
                 await hook(app)
             await events.stop()
             await mesh.aclose()
-            provider.shutdown()
+            traces.shutdown()
             sql_tracing.uninstrument()
             await engine.dispose()
             if reader is not engine:

@@ -12,10 +12,11 @@ from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from msgspec import Meta, Struct
 from opentelemetry import propagate
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from system.chassis.auth import Principal
+from system.chassis.db import table_of
 from system.chassis.deps import DbSession, ReadSession
 from system.chassis.openapi import Link
 from system.chassis.outbound import UpstreamError
@@ -29,6 +30,7 @@ from system.services.orders.settings import OrdersSettings
 
 Quantity = Annotated[int, Meta(ge=1, le=100)]
 CardToken = Annotated[str, Meta(pattern=r"^tok_[A-Za-z0-9_]{4,60}$", examples=["tok_visa_4242"])]
+_KEYS = table_of(IdempotencyKey)
 IdemKey = Annotated[str, HeaderParameter(name="Idempotency-Key", min_length=8, max_length=200)]
 
 
@@ -86,6 +88,26 @@ def _resource(v: OrderView) -> OrderResource:
     )
 
 
+def _placed(state: OrderState) -> OrderResource:
+    """The read model's row of an order just placed, as the append wrote it."""
+    return OrderResource(
+        state.order_id,
+        state.user_id,
+        str(state.status),
+        state.total_cents,
+        [OrderLine(**i) for i in state.items],
+        None,
+        None,
+        state.version,
+    )
+
+
+def _accepted(order: OrderResource, settings: OrdersSettings) -> Response[Any]:
+    return Response(
+        order, status_code=202, headers={"Location": f"{settings.public_path}/{order.order_id}"}
+    )
+
+
 def _request_hash(body: PlaceOrder) -> str:
     return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
 
@@ -138,7 +160,7 @@ class OrdersController(Controller):
                 raise ClientException(
                     status_code=409, detail="this Idempotency-Key was used for another order"
                 )
-            return await self._accepted(db_session, seen.order_id, settings)
+            return _accepted(_resource(await _visible(db_session, seen.order_id, user)), settings)
         try:
             priced = await self._price(data, request)
         except UpstreamError:
@@ -156,13 +178,18 @@ class OrdersController(Controller):
             card_token=data.card_token,
             trace=carrier,
         )
-        await store.append(db_session, OrderState(order_id), [placed])
-        db_session.add(
-            IdempotencyKey(
-                user_id=user.user_id, key=idempotency_key, request_hash=digest, order_id=order_id
-            )
-        )
+        saga = request.app.state.saga
+        state = await store.append(db_session, OrderState(order_id), [placed])
+        lease = await saga.hold(db_session, order_id)
         try:
+            await db_session.execute(
+                insert(_KEYS).values(
+                    user_id=user.user_id,
+                    key=idempotency_key,
+                    request_hash=digest,
+                    order_id=order_id,
+                )
+            )
             await db_session.commit()
         except IntegrityError:  # the same key raced in from a concurrent retry
             await db_session.rollback()
@@ -170,8 +197,8 @@ class OrdersController(Controller):
                 status_code=409,
                 detail="a concurrent request used this Idempotency-Key; retry to get its order",
             ) from None
-        request.app.state.saga.kick(order_id)
-        return await self._accepted(db_session, order_id, settings)
+        saga.kick(order_id, state, lease)
+        return _accepted(_placed(state), settings)
 
     async def _price(
         self, data: PlaceOrder, request: Request[Any, Any, Any]
@@ -198,14 +225,6 @@ class OrdersController(Controller):
                 }
             )
         return priced
-
-    async def _accepted(self, db: Any, order_id: str, settings: OrdersSettings) -> Response[Any]:
-        view = await db.scalar(select(OrderView).where(OrderView.order_id == order_id))
-        return Response(
-            _resource(view),
-            status_code=202,
-            headers={"Location": f"{settings.public_path}/{order_id}"},
-        )
 
     @get("/{order_id:str}", responses=problem_responses(401, 404))
     async def get_order(

@@ -21,14 +21,21 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import Delete, delete, select, update
+from sqlalchemy import Delete, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.credentials import ServiceToken
 from system.chassis.db import insert_if_absent, table_of
 from system.chassis.outbound import MeshClient, UpstreamError
 from system.services.orders import store
-from system.services.orders.aggregate import TERMINAL, Action, DomainEvent, OrderState, next_action
+from system.services.orders.aggregate import (
+    TERMINAL,
+    Action,
+    DomainEvent,
+    OrderState,
+    apply,
+    next_action,
+)
 from system.services.orders.models import OrderView, SagaLease
 from system.services.orders.settings import OrdersSettings
 
@@ -36,6 +43,21 @@ _LEASES = table_of(SagaLease)
 
 log = logging.getLogger("orders.saga")
 FORWARD = (Action.RESERVE, Action.AUTHORIZE, Action.CONFIRM)
+LOCAL = frozenset({Action.CONFIRM, Action.CANCEL})
+"""Steps that call nobody: their events are committed with the step before them."""
+
+
+@dataclass
+class Lease:
+    """Until when this replica owns a saga (as it last wrote it)."""
+
+    expires_at: datetime
+
+
+def _ahead(state: OrderState, pending: list[DomainEvent]) -> OrderState:
+    for item in pending:
+        state = apply(state, item)
+    return state
 
 
 @dataclass(frozen=True)
@@ -91,10 +113,25 @@ class SagaDriver:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._driving.clear()
 
-    def kick(self, order_id: str) -> None:
-        """Drive ``order_id`` now (if this replica is not driving it already)."""
+    async def hold(self, session: AsyncSession, order_id: str) -> Lease:
+        """Take this replica's lease on a new order in the caller's transaction (the one
+        that places it): the saga then starts without a claim of its own."""
+        lease = Lease(datetime.now(UTC) + timedelta(seconds=self._settings.lease_s))
+        await session.execute(
+            insert(_LEASES).values(
+                order_id=order_id, owner=self._owner, expires_at=lease.expires_at
+            )
+        )
+        return lease
+
+    def kick(
+        self, order_id: str, placed: OrderState | None = None, lease: Lease | None = None
+    ) -> None:
+        """Drive ``order_id`` now (if this replica is not driving it already). ``placed``
+        and ``lease``: the state the placing transaction committed and the lease it held,
+        which save the claim and the load."""
         if order_id not in self._driving:
-            task = asyncio.create_task(self.drive(order_id), name=f"saga-{order_id}")
+            task = asyncio.create_task(self.drive(order_id, placed, lease), name=f"saga-{order_id}")
             self._driving[order_id] = task
             task.add_done_callback(lambda _t: self._driving.pop(order_id, None))
 
@@ -104,13 +141,21 @@ class SagaDriver:
             await asyncio.gather(*list(self._driving.values()), return_exceptions=True)
 
     # -- driving -------------------------------------------------------------------------
-    async def drive(self, order_id: str) -> None:
+    async def drive(
+        self, order_id: str, placed: OrderState | None = None, lease: Lease | None = None
+    ) -> None:
         async with self._slots:
-            if not await self._claim_lease(order_id):
-                return
+            state = placed
+            if lease is None or self._expiring(lease):  # never held, or held too long ago
+                state, lease = None, await self._claim_lease(order_id)
+                if lease is None:
+                    return
             released = False
             try:
-                released = await self._run(order_id)
+                if state is None:
+                    async with self._maker() as session:
+                        state = await store.load(session, order_id)
+                released = await self._run(state, lease)
             except store.UnknownOrder:
                 log.info("order %s is not committed yet; the sweep will pick it up", order_id)
             except store.ConcurrencyConflict:
@@ -119,55 +164,75 @@ class SagaDriver:
                 if not released:
                     await self._release_lease(order_id)
 
-    async def _run(self, order_id: str) -> bool:
-        """Load the stream once; afterwards the state is what this driver appended (the
+    async def _run(self, state: OrderState, lease: Lease) -> bool:
+        """Drive from ``state``; afterwards the state is what this driver appended (the
         lease keeps other writers out, and a stale state fails the append anyway).
+
+        A step's events are committed in its span, together with those of the local steps
+        that follow it (confirm, cancel: no call, nothing that can fail), so a confirmed
+        order takes three transactions: placed, reserved, authorized + confirmed.
         True when the final append also released the lease (a transaction fewer)."""
         backoff = 0.1
-        async with self._maker() as session:
-            state = await store.load(session, order_id)
+        pending: list[DomainEvent] = []
         appended = False
         while True:
-            action = next_action(state)
+            ahead = _ahead(state, pending)
+            action = next_action(ahead)
             if action is None:
                 return appended and state.status in TERMINAL
             with self._tracer.start_as_current_span(
                 f"saga {action.value}",
                 context=propagate.extract(state.trace),
-                attributes={"order.id": order_id, "saga.step": action.value},
+                attributes={"order.id": state.order_id, "saga.step": action.value},
             ):
-                outcome = await self._execute(action, state)
-            if isinstance(outcome, Retry):
-                if action in FORWARD and self._overdue(state):
+                outcome = await self._execute(action, ahead)
+                if isinstance(outcome, Retry) and action in FORWARD and self._overdue(ahead):
                     outcome = Failed(f"{action.value}_timeout")
-                else:
-                    log.warning(
-                        "order %s: %s failed (%s); retrying", order_id, action, outcome.detail
+                if not isinstance(outcome, Retry):
+                    pending += (
+                        outcome.events
+                        if isinstance(outcome, Done)
+                        else [
+                            store.event(
+                                "compensation_started", reason=outcome.reason, step=action.value
+                            )
+                        ]
                     )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-            events = (
-                outcome.events
-                if isinstance(outcome, Done)
-                else [store.event("compensation_started", reason=outcome.reason, step=action.value)]
-            )
-            state = await self._commit(state, events)
-            appended = True
-            backoff = 0.1
+                    if next_action(_ahead(state, pending)) not in LOCAL:
+                        state = await self._commit(state, pending, lease)
+                        pending, appended = [], True
+            if isinstance(outcome, Retry):
+                log.warning(
+                    "order %s: %s failed (%s); retrying", state.order_id, action, outcome.detail
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                if self._expiring(lease):  # a step retried for long: keep the saga
+                    async with self._maker() as session, session.begin():
+                        await self._renew_lease(session, state.order_id, lease)
+            else:
+                backoff = 0.1
 
     def _overdue(self, state: OrderState) -> bool:
         started = state.updated_at or datetime.now(UTC)
         return datetime.now(UTC) - started > timedelta(seconds=self._settings.step_timeout_s)
 
-    async def _commit(self, state: OrderState, events: list[DomainEvent]) -> OrderState:
-        """Append, and renew the lease, or release it with the order's final event."""
+    def _expiring(self, lease: Lease) -> bool:
+        """Less than half of the lease left: renew it before going on."""
+        left = lease.expires_at - datetime.now(UTC)
+        return left < timedelta(seconds=self._settings.lease_s / 2)
+
+    async def _commit(
+        self, state: OrderState, events: list[DomainEvent], lease: Lease
+    ) -> OrderState:
+        """Append; release the lease with the order's final event, or renew it when half
+        of it is gone."""
         async with self._maker() as session, session.begin():
             new_state = await store.append(session, state, events)
             if new_state.status in TERMINAL:
                 await session.execute(self._lease_of(state.order_id))
-            else:
-                await self._renew_lease(session, state.order_id)
+            elif self._expiring(lease):
+                await self._renew_lease(session, state.order_id, lease)
         return new_state
 
     async def _execute(self, action: Action, state: OrderState) -> Outcome:
@@ -239,7 +304,7 @@ class SagaDriver:
         return Done([store.event("cancelled", reason=state.reason or "unknown")])
 
     # -- leases and the sweep ------------------------------------------------------------
-    async def _claim_lease(self, order_id: str) -> bool:
+    async def _claim_lease(self, order_id: str) -> Lease | None:
         """Take the lease if it is free, expired or already ours: one conditional UPDATE
         (atomic on PostgreSQL, serialized by the single writer on SQLite), else an
         INSERT that a lease taken meanwhile makes a no-op."""
@@ -254,17 +319,20 @@ class SagaDriver:
                 )
                 .values(owner=self._owner, expires_at=expires)
             )
-            if getattr(taken, "rowcount", 0):
-                return True
-            row = {"order_id": order_id, "owner": self._owner, "expires_at": expires}
-            return await insert_if_absent(session, SagaLease, row) == 1
+            if not getattr(taken, "rowcount", 0):
+                row = {"order_id": order_id, "owner": self._owner, "expires_at": expires}
+                if await insert_if_absent(session, SagaLease, row) != 1:
+                    return None
+        return Lease(expires)
 
-    async def _renew_lease(self, session: AsyncSession, order_id: str) -> None:
+    async def _renew_lease(self, session: AsyncSession, order_id: str, lease: Lease) -> None:
+        expires = datetime.now(UTC) + timedelta(seconds=self._settings.lease_s)
         await session.execute(
             update(_LEASES)
             .where(_LEASES.c.order_id == order_id, _LEASES.c.owner == self._owner)
-            .values(expires_at=datetime.now(UTC) + timedelta(seconds=self._settings.lease_s))
+            .values(expires_at=expires)
         )
+        lease.expires_at = expires
 
     async def _release_lease(self, order_id: str) -> None:
         with contextlib.suppress(Exception):

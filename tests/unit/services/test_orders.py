@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from litestar import Litestar
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from harness.inprocess import build_system, running
 from system.chassis.inprocess import InProcessMesh
@@ -131,6 +131,35 @@ async def test_an_order_is_confirmed_through_reserve_and_authorize(
                 ).all()
             ]
         assert published == ["order.placed", "order.confirmed"]
+
+
+async def test_a_confirmed_order_is_three_appends_and_one_lease_taken_and_dropped(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    """The lease is taken in the transaction that places the order and deleted in the one
+    that confirms it; confirm (no call) is committed with the authorization before it."""
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth(user_id="cust-1")
+        pid = await product(world, admin, stock=3)
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            statements.append(" ".join(statement.split()[:3]).lower())
+
+        engine = world.orders.state.events.session_maker.kw["bind"].sync_engine
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            placed = await world.place(customer, [{"product_id": pid, "quantity": 1}])
+            await world.settle()
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        assert placed.status_code == 202, placed.text
+        assert (await world.status_of(placed.json()["order_id"], customer)) == "CONFIRMED"
+        assert [s for s in statements if "saga_lease" in s] == [
+            "insert into saga_lease",
+            "delete from saga_lease",
+        ]
+        assert [s for s in statements if "order_event" in s] == ["insert into order_event"] * 3
 
 
 async def test_a_declined_card_releases_the_stock_and_cancels(
