@@ -3,6 +3,11 @@
 Every transition appends ledger entries in the same transaction as the state change
 and stages the matching event; repeating a transition that already happened is a no-op
 returning the same payment; a contradicting one is a :class:`PaymentConflict`.
+
+Rows are read and written by Core statements (authorize and capture are on every
+order's path; the ORM's unit of work was a fifth of the service's CPU per order). The
+:class:`Payment` objects returned are detached snapshots: change a payment here, never
+through them.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from system.chassis.db import table_of
 from system.chassis.outbox import stage
 from system.events.schemas import (
     PaymentAuthorizedV1,
@@ -37,20 +43,35 @@ def fingerprint(order_id: str, amount_cents: int, card_token: str) -> str:
     return hashlib.sha256(f"{order_id}\0{amount_cents}\0{card_token}".encode()).hexdigest()
 
 
-async def find(session: AsyncSession, order_id: str) -> Payment | None:
-    found: Payment | None = await session.scalar(
-        select(Payment).where(Payment.order_id == order_id)
-    )
-    return found
+_PAYMENTS = table_of(Payment)
+_LEDGER = table_of(LedgerEntry)
+_FIELDS = tuple(
+    (attribute.key, attribute.columns[0].name)
+    for attribute in Payment.__mapper__.column_attrs
+    if attribute.key != "_sentinel"
+)
 
 
-def _entry(payment: Payment, kind: str, held: int, settled: int) -> LedgerEntry:
-    return LedgerEntry(
-        payment_id=payment.id,
-        order_id=payment.order_id,
-        kind=kind,
-        held_cents=held,
-        settled_cents=settled,
+async def find(session: AsyncSession, order_id: str, *, for_update: bool = False) -> Payment | None:
+    query = select(_PAYMENTS).where(_PAYMENTS.c.order_id == order_id)
+    row = (await session.execute(query.with_for_update() if for_update else query)).first()
+    if row is None:
+        return None
+    values = row._mapping
+    return Payment(**{key: values[column] for key, column in _FIELDS})
+
+
+async def _enter(
+    session: AsyncSession, payment: Payment, kind: str, held: int, settled: int
+) -> None:
+    await session.execute(
+        insert(_LEDGER).values(
+            payment_id=payment.id,
+            order_id=payment.order_id,
+            kind=kind,
+            held_cents=held,
+            settled_cents=settled,
+        )
     )
 
 
@@ -87,21 +108,21 @@ async def authorize(
             raise PaymentConflict(f"order {order_id} was authorized with another amount or card")
         return existing, False
     decision = await provider.authorize(order_id, amount_cents, card_token)
-    payment = Payment(
-        id=uuid.uuid4(),
-        order_id=order_id,
-        user_id=user_id,
-        amount_cents=amount_cents,
-        card_last4=card_token[-4:],
-        status="authorized" if decision.approved else "declined",
-        decline_reason=decision.reason,
-        provider_reference=decision.reference,
-        request_fingerprint=request,
-    )
-    session.add(payment)
-    await session.flush()
+    values = {
+        "id": uuid.uuid4(),
+        "order_id": order_id,
+        "user_id": user_id,
+        "amount_cents": amount_cents,
+        "card_last4": card_token[-4:],
+        "status": "authorized" if decision.approved else "declined",
+        "decline_reason": decision.reason,
+        "provider_reference": decision.reference,
+        "request_fingerprint": request,
+    }
+    await session.execute(insert(_PAYMENTS).values(values))  # a concurrent twin: IntegrityError
+    payment = Payment(**values)
     if decision.approved:
-        session.add(_entry(payment, "authorize", amount_cents, 0))
+        await _enter(session, payment, "authorize", amount_cents, 0)
         _stage(session, PaymentAuthorizedV1, payment)
     return payment, True
 
@@ -118,21 +139,21 @@ class _Move:
 async def _transition(
     session: AsyncSession, order_id: str, move: _Move, noop_from: tuple[str, ...] = ()
 ) -> Payment:
-    payment = await session.scalar(
-        select(Payment).where(Payment.order_id == order_id).with_for_update()
-    )
+    payment = await find(session, order_id, for_update=True)
     if payment is None:
         raise NoPayment(f"order {order_id} has no payment")
     if payment.status == move.target or payment.status in noop_from:
         return payment
     if payment.status != move.source:
         raise PaymentConflict(f"payment of order {order_id} is {payment.status}, not {move.source}")
+    await session.execute(
+        update(_PAYMENTS).where(_PAYMENTS.c.id == payment.id).values(status=move.target)
+    )
     payment.status = move.target
     amount = payment.amount_cents
-    session.add(_entry(payment, move.target, move.held * amount, move.settled * amount))
+    await _enter(session, payment, move.target, move.held * amount, move.settled * amount)
     if move.event is not None:
         _stage(session, move.event, payment)
-    await session.flush()
     return payment
 
 

@@ -434,11 +434,10 @@ LINKS = (
 async def _finish(
     session: AsyncSession, order_id: str, operation: Any, event: type[Any]
 ) -> ReservationView:
-    before = await stock.get_reservation(session, order_id)
     try:
-        result: stock.Reservation = await operation(session, order_id)
+        settled: stock.Settlement = await operation(session, order_id)
     except stock.ReservationConflict as exc:
         raise ClientException(status_code=409, detail=str(exc)) from None
-    if before is not None and before.state != result.state:
-        stage(session, _stock_event(event, result))
-    return _reservation(result)
+    if settled.moved:
+        stage(session, _stock_event(event, settled.reservation))
+    return _reservation(settled.reservation)

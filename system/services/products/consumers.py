@@ -20,17 +20,16 @@ log = logging.getLogger("products.consumers")
 
 
 async def _settle(session: AsyncSession, order_id: str, operation: Any, event: type[Any]) -> None:
-    before = await stock.get_reservation(session, order_id)
-    if before is None:
+    try:
+        settled: stock.Settlement = await operation(session, order_id)
+    except stock.NoReservation:
         log.info("order %s holds no reservation: nothing to settle", order_id)
         return
-    try:
-        result = await operation(session, order_id)
     except stock.ReservationConflict as exc:
         log.warning("order %s: %s", order_id, exc)
         return
-    if before.state != result.state:
-        stage(session, _stock_event(event, result))
+    if settled.moved:
+        stage(session, _stock_event(event, settled.reservation))
 
 
 async def on_order_confirmed(session: AsyncSession, event: Event[Any]) -> None:

@@ -3,6 +3,8 @@
 Each operation runs in the caller's transaction. Repeating an operation is a no-op that
 returns the same outcome; a transition that contradicts the past (commit after release,
 a second reserve with other items) is a :class:`ReservationConflict`.
+
+Core statements, not the ORM's unit of work: reserve and commit are on every order's path.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, Select, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from system.chassis.db import table_of
 from system.services.products.models import Product, ReservationLine
 
 
@@ -37,6 +40,10 @@ class ReservationConflict(ReservationError):
     pass
 
 
+class NoReservation(ReservationConflict):
+    """The order holds no stock (it was cancelled before reserving, or never ordered)."""
+
+
 @dataclass(frozen=True)
 class Line:
     product_id: uuid.UUID
@@ -50,22 +57,37 @@ class Reservation:
     lines: tuple[Line, ...]
 
 
-async def get_reservation(session: AsyncSession, order_id: str) -> Reservation | None:
-    rows = (
-        await session.scalars(
-            select(ReservationLine)
-            .where(ReservationLine.order_id == order_id)
-            .order_by(ReservationLine.product_id)
-        )
-    ).all()
-    if not rows:
-        return None
+@dataclass(frozen=True)
+class Settlement:
+    reservation: Reservation
+    moved: bool
+    """False when every line was in the target state already (a repeat)."""
+
+
+_LINES = table_of(ReservationLine)
+_PRODUCTS = table_of(Product)
+
+
+def _lines(order_id: str) -> Select[tuple[uuid.UUID, int, str]]:
+    return (
+        select(_LINES.c.product_id, _LINES.c.quantity, _LINES.c.state)
+        .where(_LINES.c.order_id == order_id)
+        .order_by(_LINES.c.product_id)
+    )
+
+
+def _reservation(order_id: str, rows: Sequence[Row[tuple[uuid.UUID, int, str]]]) -> Reservation:
     states = {r.state for r in rows}
     return Reservation(
         order_id,
         states.pop() if len(states) == 1 else "mixed",
         tuple(Line(r.product_id, r.quantity) for r in rows),
     )
+
+
+async def get_reservation(session: AsyncSession, order_id: str) -> Reservation | None:
+    rows = (await session.execute(_lines(order_id))).all()
+    return _reservation(order_id, rows) if rows else None
 
 
 def _merge(lines: Sequence[Line]) -> tuple[Line, ...]:
@@ -83,65 +105,67 @@ async def reserve(session: AsyncSession, order_id: str, lines: Sequence[Line]) -
             raise ReservationConflict(f"order {order_id} already holds a different reservation")
         return existing
     ids = [line.product_id for line in wanted]
-    known = set((await session.scalars(select(Product.id).where(Product.id.in_(ids)))).all())
+    known = set(
+        (await session.scalars(select(_PRODUCTS.c.id).where(_PRODUCTS.c.id.in_(ids)))).all()
+    )
     if missing := [pid for pid in ids if pid not in known]:
         raise UnknownProduct(missing)
     short = []
     for line in wanted:  # sorted by product id: concurrent reservations lock in one order
         result = await session.execute(
-            update(Product)
-            .where(Product.id == line.product_id, Product.available >= line.quantity)
+            update(_PRODUCTS)
+            .where(_PRODUCTS.c.id == line.product_id, _PRODUCTS.c.available >= line.quantity)
             .values(
-                available=Product.available - line.quantity,
-                reserved=Product.reserved + line.quantity,
+                available=_PRODUCTS.c.available - line.quantity,
+                reserved=_PRODUCTS.c.reserved + line.quantity,
             )
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             short.append(line.product_id)
     if short:
         raise OutOfStock(short)  # the caller rolls back: all or nothing
-    session.add_all(
-        ReservationLine(order_id=order_id, product_id=line.product_id, quantity=line.quantity)
-        for line in wanted
+    await session.execute(  # a concurrent reserve of the same order: IntegrityError
+        insert(_LINES),
+        [
+            {"order_id": order_id, "product_id": line.product_id, "quantity": line.quantity}
+            for line in wanted
+        ],
     )
-    await session.flush()
     return Reservation(order_id, "reserved", wanted)
 
 
-async def _finish(session: AsyncSession, order_id: str, target: str) -> Reservation:
+async def _finish(session: AsyncSession, order_id: str, target: str) -> Settlement:
     """Move every line of the order from reserved to ``target`` (released or committed)."""
-    rows = (
-        await session.scalars(
-            select(ReservationLine)
-            .where(ReservationLine.order_id == order_id)
-            .order_by(ReservationLine.product_id)
-            .with_for_update()
-        )
-    ).all()
+    rows = (await session.execute(_lines(order_id).with_for_update())).all()
     if not rows:
-        raise ReservationConflict(f"order {order_id} holds no reservation")
-    for row in rows:
-        if row.state == target:
-            continue
+        raise NoReservation(f"order {order_id} holds no reservation")
+    moving = [r for r in rows if r.state != target]
+    for row in moving:
         if row.state != "reserved":
             raise ReservationConflict(f"order {order_id}'s reservation is already {row.state}")
+    for row in moving:
         moved = {
-            "released": {"available": Product.available + row.quantity},
-            "committed": {"sold": Product.sold + row.quantity},
+            "released": {"available": _PRODUCTS.c.available + row.quantity},
+            "committed": {"sold": _PRODUCTS.c.sold + row.quantity},
         }[target]
         await session.execute(
-            update(Product)
-            .where(Product.id == row.product_id)
-            .values(reserved=Product.reserved - row.quantity, **moved)
+            update(_PRODUCTS)
+            .where(_PRODUCTS.c.id == row.product_id)
+            .values(reserved=_PRODUCTS.c.reserved - row.quantity, **moved)
         )
-        row.state = target
-    await session.flush()
-    return Reservation(order_id, target, tuple(Line(r.product_id, r.quantity) for r in rows))
+    if moving:
+        await session.execute(
+            update(_LINES)
+            .where(_LINES.c.order_id == order_id, _LINES.c.state == "reserved")
+            .values(state=target)
+        )
+    lines = tuple(Line(r.product_id, r.quantity) for r in rows)
+    return Settlement(Reservation(order_id, target, lines), bool(moving))
 
 
-async def release(session: AsyncSession, order_id: str) -> Reservation:
+async def release(session: AsyncSession, order_id: str) -> Settlement:
     return await _finish(session, order_id, "released")
 
 
-async def commit(session: AsyncSession, order_id: str) -> Reservation:
+async def commit(session: AsyncSession, order_id: str) -> Settlement:
     return await _finish(session, order_id, "committed")
