@@ -56,11 +56,23 @@ from advanced_alchemy.types import JsonB
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from sqlalchemy import Index, LargeBinary, String, delete, func, select, text, update
+from sqlalchemy import (
+    Index,
+    LargeBinary,
+    String,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column
 
+from system.chassis.db import table_of
 from system.events import Event, encode
 
 __all__ = [
@@ -111,26 +123,42 @@ def stage(session: AsyncSession | Session, event: Event[Any]) -> None:
 
     The current OpenTelemetry context is captured now, so the publish span -- and every
     consumer's span -- joins the trace of the code that staged the event.
+
+    The rows a transaction stages are written by one Core INSERT just before it commits
+    (the ORM's unit of work for them cost more than the insert); inside a savepoint they
+    are ORM objects, so rolling the savepoint back drops them.
     """
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    session.add(
-        OutboxMessage(
-            event_id=str(event.id),
-            topic=event.topic,
-            key=event.key,
-            event_type=event.type,
-            event_version=event.version,
-            payload=encode(event),
-            headers=carrier,
-            created_at=datetime.now(UTC),
-            published_at=None,
-        )
-    )
+    row = {
+        "event_id": str(event.id),
+        "topic": event.topic,
+        "key": event.key,
+        "event_type": event.type,
+        "event_version": event.version,
+        "payload": encode(event),
+        "headers": carrier,
+        "created_at": datetime.now(UTC),
+        "published_at": None,
+    }
+    if session.in_nested_transaction():
+        session.add(OutboxMessage(**row))
+    else:
+        session.info.setdefault(_ROWS, []).append(row)
     session.info[_STAGED] = True
 
 
+_OUTBOX = table_of(OutboxMessage)
+_INSERT = insert(_OUTBOX)
+_ROWS = "system.outbox.rows"
+
+
 _RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+
+def _before_commit(session: Session) -> None:
+    if rows := session.info.pop(_ROWS, None):
+        session.execute(_INSERT, rows)
 
 
 def _after_commit(session: Session) -> None:
@@ -139,12 +167,15 @@ def _after_commit(session: Session) -> None:
             relay.notify()
 
 
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_STAGED, None)
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost ended: committed, or rolled back
+        session.info.pop(_STAGED, None)
+        session.info.pop(_ROWS, None)
 
 
+sa_event.listen(Session, "before_commit", _before_commit)
 sa_event.listen(Session, "after_commit", _after_commit)
-sa_event.listen(Session, "after_rollback", _after_rollback)
+sa_event.listen(Session, "after_transaction_end", _after_transaction_end)
 
 
 # -- Kafka -------------------------------------------------------------------------------
@@ -217,17 +248,23 @@ def _metrics(registry: CollectorRegistry | None) -> _Metrics:
 
 
 # -- the relay ---------------------------------------------------------------------------
-_ROW_COLUMNS = (
-    OutboxMessage.id,
-    OutboxMessage.event_id,
-    OutboxMessage.topic,
-    OutboxMessage.key,
-    OutboxMessage.event_type,
-    OutboxMessage.event_version,
-    OutboxMessage.payload,
-    OutboxMessage.headers,
-    OutboxMessage.created_at,
+_ROW_COLUMNS = tuple(
+    _OUTBOX.c[name]
+    for name in (
+        "id",
+        "event_id",
+        "topic",
+        "key",
+        "event_type",
+        "event_version",
+        "payload",
+        "headers",
+        "created_at",
+    )
 )
+# Built once: a statement built per cycle costs more than running it.
+_COUNT_UNPUBLISHED = select(func.count()).where(_OUTBOX.c.published_at.is_(None))
+_MARK_PUBLISHED = update(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
 
 
 _CLOSE_GRACE = 2.0
@@ -283,6 +320,12 @@ class OutboxRelay:
         self._session_maker = session_maker
         self._factory = kafka_producer_factory(producer) if isinstance(producer, str) else producer
         self._batch = batch
+        self._unpublished = (
+            select(*_ROW_COLUMNS)
+            .where(_OUTBOX.c.published_at.is_(None))
+            .order_by(_OUTBOX.c.id)
+            .limit(batch)
+        )
         self._poll_interval = poll_interval
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
@@ -488,17 +531,10 @@ class OutboxRelay:
         self._cycles += 1
         cycle = self._cycles
         async with self._session_maker() as session:
-            query = (
-                select(*_ROW_COLUMNS)
-                .where(OutboxMessage.published_at.is_(None))
-                .order_by(OutboxMessage.id)
-                .limit(self._batch)
-            )
-            rows = list((await session.execute(query)).all())
+            rows = list((await session.execute(self._unpublished)).all())
             pending = len(rows)
             if pending == self._batch:
-                count = select(func.count()).where(OutboxMessage.published_at.is_(None))
-                pending = int((await session.execute(count)).scalar_one())
+                pending = int((await session.execute(_COUNT_UNPUBLISHED)).scalar_one())
         failure: _PublishFailed | None = None
         published: list[Any] = []
         if rows:
@@ -626,12 +662,7 @@ class OutboxRelay:
         now = datetime.now(UTC)
         ids = [row.id for row in rows]
         async with self._session_maker() as session, session.begin():
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(ids))
-                .values(published_at=now)
-                .execution_options(synchronize_session=False)
-            )
+            await session.execute(_MARK_PUBLISHED, {"ids": ids, "published_at": now})
         for row in rows:
             self._metrics.published.labels(row.topic).inc()
             created = row.created_at

@@ -13,7 +13,6 @@ the request that placed the order, so one saga is one trace.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,11 +20,10 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import Delete, delete, insert, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.credentials import ServiceToken
-from system.chassis.db import insert_if_absent, table_of
 from system.chassis.outbound import MeshClient, UpstreamError
 from system.services.orders import store
 from system.services.orders.aggregate import (
@@ -36,22 +34,14 @@ from system.services.orders.aggregate import (
     apply,
     next_action,
 )
+from system.services.orders.leases import Lease, SagaLeases
 from system.services.orders.models import OrderView, SagaLease
 from system.services.orders.settings import OrdersSettings
-
-_LEASES = table_of(SagaLease)
 
 log = logging.getLogger("orders.saga")
 FORWARD = (Action.RESERVE, Action.AUTHORIZE, Action.CONFIRM)
 LOCAL = frozenset({Action.CONFIRM, Action.CANCEL})
 """Steps that call nobody: their events are committed with the step before them."""
-
-
-@dataclass
-class Lease:
-    """Until when this replica owns a saga (as it last wrote it)."""
-
-    expires_at: datetime
 
 
 def _ahead(state: OrderState, pending: list[DomainEvent]) -> OrderState:
@@ -96,7 +86,9 @@ class SagaDriver:
         self._maker = session_maker
         self._mesh = mesh
         self._token = token
-        self._owner = settings.replica or f"{settings.name}-{settings.port}"
+        self.leases = SagaLeases(
+            settings.replica or f"{settings.name}-{settings.port}", settings.lease_s, session_maker
+        )
         self._tracer = trace.get_tracer("orders.saga", tracer_provider=tracer_provider)
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_parallel_sagas)
@@ -112,17 +104,6 @@ class SagaDriver:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._driving.clear()
-
-    async def hold(self, session: AsyncSession, order_id: str) -> Lease:
-        """Take this replica's lease on a new order in the caller's transaction (the one
-        that places it): the saga then starts without a claim of its own."""
-        lease = Lease(datetime.now(UTC) + timedelta(seconds=self._settings.lease_s))
-        await session.execute(
-            insert(_LEASES).values(
-                order_id=order_id, owner=self._owner, expires_at=lease.expires_at
-            )
-        )
-        return lease
 
     def kick(
         self, order_id: str, placed: OrderState | None = None, lease: Lease | None = None
@@ -146,8 +127,8 @@ class SagaDriver:
     ) -> None:
         async with self._slots:
             state = placed
-            if lease is None or self._expiring(lease):  # never held, or held too long ago
-                state, lease = None, await self._claim_lease(order_id)
+            if lease is None or self.leases.expiring(lease):  # never held, or held too long ago
+                state, lease = None, await self.leases.claim(order_id)
                 if lease is None:
                     return
             released = False
@@ -162,7 +143,7 @@ class SagaDriver:
                 log.warning("order %s moved under this driver; the sweep will reload it", order_id)
             finally:
                 if not released:
-                    await self._release_lease(order_id)
+                    await self.leases.release(order_id)
 
     async def _run(self, state: OrderState, lease: Lease) -> bool:
         """Drive from ``state``; afterwards the state is what this driver appended (the
@@ -207,20 +188,15 @@ class SagaDriver:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                if self._expiring(lease):  # a step retried for long: keep the saga
+                if self.leases.expiring(lease):  # a step retried for long: keep the saga
                     async with self._maker() as session, session.begin():
-                        await self._renew_lease(session, state.order_id, lease)
+                        await self.leases.renew(session, state.order_id, lease)
             else:
                 backoff = 0.1
 
     def _overdue(self, state: OrderState) -> bool:
         started = state.updated_at or datetime.now(UTC)
         return datetime.now(UTC) - started > timedelta(seconds=self._settings.step_timeout_s)
-
-    def _expiring(self, lease: Lease) -> bool:
-        """Less than half of the lease left: renew it before going on."""
-        left = lease.expires_at - datetime.now(UTC)
-        return left < timedelta(seconds=self._settings.lease_s / 2)
 
     async def _commit(
         self, state: OrderState, events: list[DomainEvent], lease: Lease
@@ -230,9 +206,9 @@ class SagaDriver:
         async with self._maker() as session, session.begin():
             new_state = await store.append(session, state, events)
             if new_state.status in TERMINAL:
-                await session.execute(self._lease_of(state.order_id))
-            elif self._expiring(lease):
-                await self._renew_lease(session, state.order_id, lease)
+                await self.leases.drop(session, state.order_id)
+            elif self.leases.expiring(lease):
+                await self.leases.renew(session, state.order_id, lease)
         return new_state
 
     async def _execute(self, action: Action, state: OrderState) -> Outcome:
@@ -303,48 +279,7 @@ class SagaDriver:
     async def _cancel(self, state: OrderState) -> Outcome:
         return Done([store.event("cancelled", reason=state.reason or "unknown")])
 
-    # -- leases and the sweep ------------------------------------------------------------
-    async def _claim_lease(self, order_id: str) -> Lease | None:
-        """Take the lease if it is free, expired or already ours: one conditional UPDATE
-        (atomic on PostgreSQL, serialized by the single writer on SQLite), else an
-        INSERT that a lease taken meanwhile makes a no-op."""
-        now = datetime.now(UTC)
-        expires = now + timedelta(seconds=self._settings.lease_s)
-        async with self._maker() as session, session.begin():
-            taken = await session.execute(
-                update(_LEASES)
-                .where(
-                    _LEASES.c.order_id == order_id,
-                    (_LEASES.c.owner == self._owner) | (_LEASES.c.expires_at < now),
-                )
-                .values(owner=self._owner, expires_at=expires)
-            )
-            if not getattr(taken, "rowcount", 0):
-                row = {"order_id": order_id, "owner": self._owner, "expires_at": expires}
-                if await insert_if_absent(session, SagaLease, row) != 1:
-                    return None
-        return Lease(expires)
-
-    async def _renew_lease(self, session: AsyncSession, order_id: str, lease: Lease) -> None:
-        expires = datetime.now(UTC) + timedelta(seconds=self._settings.lease_s)
-        await session.execute(
-            update(_LEASES)
-            .where(_LEASES.c.order_id == order_id, _LEASES.c.owner == self._owner)
-            .values(expires_at=expires)
-        )
-        lease.expires_at = expires
-
-    async def _release_lease(self, order_id: str) -> None:
-        with contextlib.suppress(Exception):
-            async with self._maker() as session, session.begin():
-                await session.execute(self._lease_of(order_id))
-
-    def _lease_of(self, order_id: str) -> Delete:
-        """Deletes this replica's lease on ``order_id``."""
-        return delete(SagaLease).where(
-            SagaLease.order_id == order_id, SagaLease.owner == self._owner
-        )
-
+    # -- the sweep -----------------------------------------------------------------------
     async def _sweep_forever(self) -> None:
         while True:
             try:

@@ -16,7 +16,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from system.chassis.db import table_of
@@ -52,9 +52,17 @@ _FIELDS = tuple(
 )
 
 
+# Built once: a statement built per call costs more than running it.
+_FIND = select(_PAYMENTS).where(_PAYMENTS.c.order_id == bindparam("the_order"))
+_FIND_FOR_UPDATE = _FIND.with_for_update()
+_INSERT_PAYMENT = insert(_PAYMENTS)
+_INSERT_ENTRY = insert(_LEDGER)
+_SET_STATUS = update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("the_payment"))
+
+
 async def find(session: AsyncSession, order_id: str, *, for_update: bool = False) -> Payment | None:
-    query = select(_PAYMENTS).where(_PAYMENTS.c.order_id == order_id)
-    row = (await session.execute(query.with_for_update() if for_update else query)).first()
+    query = _FIND_FOR_UPDATE if for_update else _FIND
+    row = (await session.execute(query, {"the_order": order_id})).first()
     if row is None:
         return None
     values = row._mapping
@@ -65,13 +73,14 @@ async def _enter(
     session: AsyncSession, payment: Payment, kind: str, held: int, settled: int
 ) -> None:
     await session.execute(
-        insert(_LEDGER).values(
-            payment_id=payment.id,
-            order_id=payment.order_id,
-            kind=kind,
-            held_cents=held,
-            settled_cents=settled,
-        )
+        _INSERT_ENTRY,
+        {
+            "payment_id": payment.id,
+            "order_id": payment.order_id,
+            "kind": kind,
+            "held_cents": held,
+            "settled_cents": settled,
+        },
     )
 
 
@@ -119,7 +128,7 @@ async def authorize(
         "provider_reference": decision.reference,
         "request_fingerprint": request,
     }
-    await session.execute(insert(_PAYMENTS).values(values))  # a concurrent twin: IntegrityError
+    await session.execute(_INSERT_PAYMENT, values)  # a concurrent twin: IntegrityError
     payment = Payment(**values)
     if decision.approved:
         await _enter(session, payment, "authorize", amount_cents, 0)
@@ -146,9 +155,7 @@ async def _transition(
         return payment
     if payment.status != move.source:
         raise PaymentConflict(f"payment of order {order_id} is {payment.status}, not {move.source}")
-    await session.execute(
-        update(_PAYMENTS).where(_PAYMENTS.c.id == payment.id).values(status=move.target)
-    )
+    await session.execute(_SET_STATUS, {"the_payment": payment.id, "status": move.target})
     payment.status = move.target
     amount = payment.amount_cents
     await _enter(session, payment, move.target, move.held * amount, move.settled * amount)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Row, Select, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from system.chassis.db import table_of
@@ -68,12 +68,37 @@ _LINES = table_of(ReservationLine)
 _PRODUCTS = table_of(Product)
 
 
-def _lines(order_id: str) -> Select[tuple[uuid.UUID, int, str]]:
-    return (
-        select(_LINES.c.product_id, _LINES.c.quantity, _LINES.c.state)
-        .where(_LINES.c.order_id == order_id)
-        .order_by(_LINES.c.product_id)
+# Built once: a statement built per call costs more than running it.
+_LINES_OF = (
+    select(_LINES.c.product_id, _LINES.c.quantity, _LINES.c.state)
+    .where(_LINES.c.order_id == bindparam("the_order"))
+    .order_by(_LINES.c.product_id)
+)
+_LINES_OF_FOR_UPDATE = _LINES_OF.with_for_update()
+_KNOWN = select(_PRODUCTS.c.id).where(_PRODUCTS.c.id.in_(bindparam("ids", expanding=True)))
+_TAKE = (
+    update(_PRODUCTS)
+    .where(_PRODUCTS.c.id == bindparam("the_product"), _PRODUCTS.c.available >= bindparam("n"))
+    .values(
+        available=_PRODUCTS.c.available - bindparam("n"),
+        reserved=_PRODUCTS.c.reserved + bindparam("n"),
     )
+)
+_SETTLE = {
+    "released": update(_PRODUCTS)
+    .where(_PRODUCTS.c.id == bindparam("the_product"))
+    .values(
+        reserved=_PRODUCTS.c.reserved - bindparam("n"),
+        available=_PRODUCTS.c.available + bindparam("n"),
+    ),
+    "committed": update(_PRODUCTS)
+    .where(_PRODUCTS.c.id == bindparam("the_product"))
+    .values(reserved=_PRODUCTS.c.reserved - bindparam("n"), sold=_PRODUCTS.c.sold + bindparam("n")),
+}
+_SET_STATE = update(_LINES).where(
+    _LINES.c.order_id == bindparam("the_order"), _LINES.c.state == "reserved"
+)
+_INSERT_LINES = insert(_LINES)
 
 
 def _reservation(order_id: str, rows: Sequence[Row[tuple[uuid.UUID, int, str]]]) -> Reservation:
@@ -86,7 +111,7 @@ def _reservation(order_id: str, rows: Sequence[Row[tuple[uuid.UUID, int, str]]])
 
 
 async def get_reservation(session: AsyncSession, order_id: str) -> Reservation | None:
-    rows = (await session.execute(_lines(order_id))).all()
+    rows = (await session.execute(_LINES_OF, {"the_order": order_id})).all()
     return _reservation(order_id, rows) if rows else None
 
 
@@ -112,20 +137,13 @@ async def reserve(session: AsyncSession, order_id: str, lines: Sequence[Line]) -
         raise UnknownProduct(missing)
     short = []
     for line in wanted:  # sorted by product id: concurrent reservations lock in one order
-        result = await session.execute(
-            update(_PRODUCTS)
-            .where(_PRODUCTS.c.id == line.product_id, _PRODUCTS.c.available >= line.quantity)
-            .values(
-                available=_PRODUCTS.c.available - line.quantity,
-                reserved=_PRODUCTS.c.reserved + line.quantity,
-            )
-        )
+        result = await session.execute(_TAKE, {"the_product": line.product_id, "n": line.quantity})
         if result.rowcount == 0:  # type: ignore[attr-defined]
             short.append(line.product_id)
     if short:
         raise OutOfStock(short)  # the caller rolls back: all or nothing
     await session.execute(  # a concurrent reserve of the same order: IntegrityError
-        insert(_LINES),
+        _INSERT_LINES,
         [
             {"order_id": order_id, "product_id": line.product_id, "quantity": line.quantity}
             for line in wanted
@@ -136,7 +154,7 @@ async def reserve(session: AsyncSession, order_id: str, lines: Sequence[Line]) -
 
 async def _finish(session: AsyncSession, order_id: str, target: str) -> Settlement:
     """Move every line of the order from reserved to ``target`` (released or committed)."""
-    rows = (await session.execute(_lines(order_id).with_for_update())).all()
+    rows = (await session.execute(_LINES_OF_FOR_UPDATE, {"the_order": order_id})).all()
     if not rows:
         raise NoReservation(f"order {order_id} holds no reservation")
     moving = [r for r in rows if r.state != target]
@@ -144,21 +162,9 @@ async def _finish(session: AsyncSession, order_id: str, target: str) -> Settleme
         if row.state != "reserved":
             raise ReservationConflict(f"order {order_id}'s reservation is already {row.state}")
     for row in moving:
-        moved = {
-            "released": {"available": _PRODUCTS.c.available + row.quantity},
-            "committed": {"sold": _PRODUCTS.c.sold + row.quantity},
-        }[target]
-        await session.execute(
-            update(_PRODUCTS)
-            .where(_PRODUCTS.c.id == row.product_id)
-            .values(reserved=_PRODUCTS.c.reserved - row.quantity, **moved)
-        )
+        await session.execute(_SETTLE[target], {"the_product": row.product_id, "n": row.quantity})
     if moving:
-        await session.execute(
-            update(_LINES)
-            .where(_LINES.c.order_id == order_id, _LINES.c.state == "reserved")
-            .values(state=target)
-        )
+        await session.execute(_SET_STATE, {"the_order": order_id, "state": target})
     lines = tuple(Line(r.product_id, r.quantity) for r in rows)
     return Settlement(Reservation(order_id, target, lines), bool(moving))
 

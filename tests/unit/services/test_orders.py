@@ -13,11 +13,16 @@ from typing import Any
 import httpx
 from litestar import Litestar
 from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from harness.inprocess import build_system, running
+from system.chassis.db import create_engine
 from system.chassis.inprocess import InProcessMesh
 from system.chassis.keys import KeyFiles
 from system.chassis.outbox import OutboxMessage
+from system.services.orders.leases import SagaLeases
+from system.services.orders.models import SagaLease
+from system.services.orders.settings import OrdersSettings
 
 SERVICES = ("users", "products", "payments", "orders")
 
@@ -309,3 +314,33 @@ async def test_customers_see_only_their_orders(
             key="key-unknown",
         )
         assert unknown.status_code == 422
+
+
+async def test_a_lease_is_held_by_one_replica_until_it_expires_or_is_released(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine(OrdersSettings(data_dir=tmp_path))
+    async with engine.begin() as conn:
+        await conn.run_sync(SagaLease.metadata.create_all)
+    maker = async_sessionmaker(engine, expire_on_commit=False)
+    one, two = (SagaLeases(owner, 0.3, maker) for owner in ("orders-1", "orders-2"))
+    try:
+        assert await one.claim("o-1") is not None
+        assert await one.claim("o-1") is not None  # its own: renewed
+        assert await two.claim("o-1") is None
+        await asyncio.sleep(0.35)  # expired
+        taken = await two.claim("o-1")
+        assert taken is not None
+        assert not two.expiring(taken)
+        assert await one.claim("o-1") is None
+        await two.release("o-1")
+        assert await one.claim("o-1") is not None
+        async with maker() as session, session.begin():
+            held = await two.hold(session, "o-2")
+        assert await one.claim("o-2") is None
+        async with maker() as session, session.begin():
+            await two.renew(session, "o-2", held)
+            await two.drop(session, "o-2")
+        assert await one.claim("o-2") is not None
+    finally:
+        await engine.dispose()
