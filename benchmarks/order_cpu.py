@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import CacheStats
 
 from harness.inprocess import InProcessSystem, build_system, running
 from system.chassis.keys import key_id
@@ -35,15 +36,20 @@ from system.services.users.security import TokenIssuer
 
 
 class Counter:
-    """SQL statements and commits on every engine in the process."""
+    """SQL statements, the ones compiled anew (no cache key: SQLAlchemy cannot cache
+    them), and commits on every engine in the process."""
 
     def __init__(self) -> None:
-        self.statements = self.commits = 0
+        self.statements = self.commits = self.uncached = 0
         event.listen(Engine, "before_cursor_execute", self._statement)
         event.listen(Engine, "commit", self._commit)
 
-    def _statement(self, *_: Any) -> None:
+    def _statement(
+        self, _conn: Any, _cursor: Any, _sql: str, _params: Any, context: Any, *_: Any
+    ) -> None:
         self.statements += 1
+        if context is not None and context.cache_hit is CacheStats.NO_CACHE_KEY:
+            self.uncached += 1
 
     def _commit(self, *_: Any) -> None:
         self.commits += 1
@@ -112,7 +118,7 @@ async def run(orders: int, concurrency: int, inline: bool, profile: bool) -> Non
                 await orders_app.state.saga.idle()
 
             await batch(0, 20)  # warm-up
-            counter.statements = counter.commits = 0
+            counter.statements = counter.commits = counter.uncached = 0
             profiler = cProfile.Profile() if profile else None
             wall, cpu = time.perf_counter(), time.process_time()
             if profiler:
@@ -125,7 +131,8 @@ async def run(orders: int, concurrency: int, inline: bool, profile: bool) -> Non
     print(
         f"{orders} orders, {concurrency} at a time, SQLite {driver}: "
         f"cpu {cpu / orders * 1000:.1f} ms/order  wall {wall / orders * 1000:.1f} ms/order  "
-        f"{counter.statements / orders:.0f} SQL statements and "
+        f"{counter.statements / orders:.0f} SQL statements "
+        f"({counter.uncached / orders:.1f} uncacheable) and "
         f"{counter.commits / orders:.1f} commits/order"
     )
     if profiler:

@@ -1,0 +1,52 @@
+"""``insert_if_absent``: the rows a unique key holds are skipped, defaults are applied,
+and the statement is compiled once (SQLAlchemy's own on-conflict statements never are)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine.interfaces import CacheStats
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from system.chassis.db import InsertIfAbsent, create_engine, insert_if_absent, table_of
+from system.chassis.settings import ServiceSettings
+from system.services.orders.models import SagaLease
+
+
+async def test_insert_if_absent_skips_held_keys_and_is_compiled_once(tmp_path: Path) -> None:
+    engine = create_engine(ServiceSettings(name="db", data_dir=tmp_path, log_json=False))
+    caching: list[CacheStats] = []
+
+    def seen(_conn: Any, _cursor: Any, _sql: str, _params: Any, context: Any, *_: Any) -> None:
+        caching.append(context.cache_hit)
+
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(SagaLease.metadata.create_all)
+        event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        maker = async_sessionmaker(engine, expire_on_commit=False)
+        now = datetime.now(UTC)
+        async with maker() as session, session.begin():
+            first = {"order_id": "o-1", "owner": "a", "expires_at": now}
+            assert await insert_if_absent(session, SagaLease, first) == 1
+            again = [{**first, "owner": "b"}, {"order_id": "o-2", "owner": "b", "expires_at": now}]
+            assert await insert_if_absent(session, SagaLease, again) == 1
+            assert await insert_if_absent(session, SagaLease, {**first, "owner": "c"}) == 0
+        async with maker() as session:
+            rows = (await session.execute(select(SagaLease.order_id, SagaLease.owner))).all()
+            assert sorted(map(tuple, rows)) == [("o-1", "a"), ("o-2", "b")]
+            assert await session.scalar(select(func.count(SagaLease.id))) == 2  # id defaulted
+        # one row, many rows (another compiled form), one row again: from the cache
+        assert caching[:3] == [CacheStats.CACHE_MISS, CacheStats.CACHE_MISS, CacheStats.CACHE_HIT]
+    finally:
+        await engine.dispose()
+
+
+def test_insert_if_absent_renders_on_postgresql() -> None:
+    sql = str(InsertIfAbsent(table_of(SagaLease)).compile(dialect=postgresql.dialect()))
+    assert sql.startswith("INSERT INTO saga_lease (")
+    assert sql.endswith(" ON CONFLICT DO NOTHING")
