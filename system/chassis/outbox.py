@@ -118,47 +118,39 @@ class OutboxMessage(BigIntBase):
     published_at: Mapped[datetime | None]
 
 
-def stage(session: AsyncSession | Session, event: Event[Any]) -> None:
+async def stage(session: AsyncSession, event: Event[Any]) -> None:
     """Add ``event`` to the outbox in ``session``'s transaction (commit publishes it).
 
     The current OpenTelemetry context is captured now, so the publish span -- and every
-    consumer's span -- joins the trace of the code that staged the event.
-
-    The rows a transaction stages are written by one Core INSERT just before it commits
-    (the ORM's unit of work for them cost more than the insert); inside a savepoint they
-    are ORM objects, so rolling the savepoint back drops them.
+    consumer's span -- joins the trace of the code that staged the event. The row is
+    written at once by a Core INSERT built once (the ORM's unit of work for it cost more
+    than the insert), so rows keep the order they were staged in, and a savepoint rolled
+    back takes its own rows with it.
     """
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    row = {
-        "event_id": str(event.id),
-        "topic": event.topic,
-        "key": event.key,
-        "event_type": event.type,
-        "event_version": event.version,
-        "payload": encode(event),
-        "headers": carrier,
-        "created_at": datetime.now(UTC),
-        "published_at": None,
-    }
-    if session.in_nested_transaction():
-        session.add(OutboxMessage(**row))
-    else:
-        session.info.setdefault(_ROWS, []).append(row)
+    await session.execute(
+        _INSERT,
+        {
+            "event_id": str(event.id),
+            "topic": event.topic,
+            "key": event.key,
+            "event_type": event.type,
+            "event_version": event.version,
+            "payload": encode(event),
+            "headers": carrier,
+            "created_at": datetime.now(UTC),
+            "published_at": None,
+        },
+    )
     session.info[_STAGED] = True
 
 
 _OUTBOX = table_of(OutboxMessage)
 _INSERT = insert(_OUTBOX)
-_ROWS = "system.outbox.rows"
 
 
 _RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
-
-
-def _before_commit(session: Session) -> None:
-    if rows := session.info.pop(_ROWS, None):
-        session.execute(_INSERT, rows)
 
 
 def _after_commit(session: Session) -> None:
@@ -170,10 +162,8 @@ def _after_commit(session: Session) -> None:
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # the outermost ended: committed, or rolled back
         session.info.pop(_STAGED, None)
-        session.info.pop(_ROWS, None)
 
 
-sa_event.listen(Session, "before_commit", _before_commit)
 sa_event.listen(Session, "after_commit", _after_commit)
 sa_event.listen(Session, "after_transaction_end", _after_transaction_end)
 

@@ -170,7 +170,7 @@ async def test_a_staged_event_is_consumed_once_even_when_delivered_twice(
             event = placed(order_id)
             with provider.get_tracer("test").start_as_current_span("place order") as root:
                 async with orders() as session, session.begin():
-                    stage(session, event)
+                    await stage(session, event)
             await asyncio.wait_for(relay.flush(), 20)
             await eventually(lambda: applied, "the consumer applied the event")
 
@@ -253,7 +253,7 @@ async def stage_interleaved(maker: Maker, keys: list[str], per_key: int) -> list
         for key in keys:
             event = placed(key, n=n + 1)
             async with maker() as session, session.begin():
-                stage(session, event)
+                await stage(session, event)
             staged.append(event)
     return staged
 

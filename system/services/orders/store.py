@@ -73,7 +73,7 @@ async def append(
                 "occurred_at": item.occurred_at,
             }
         )
-        _publish(session, new_state, item)
+        await _publish(session, new_state, item)
     try:
         await session.execute(_INSERT_EVENTS, rows)
     except IntegrityError as exc:
@@ -102,9 +102,9 @@ def _items(state: OrderState) -> list[OrderItem]:
     ]
 
 
-def _publish(session: AsyncSession, state: OrderState, item: DomainEvent) -> None:
+async def _publish(session: AsyncSession, state: OrderState, item: DomainEvent) -> None:
     if item.type == "placed":
-        stage(
+        await stage(
             session,
             new_event(
                 OrderPlacedV1(
@@ -116,7 +116,7 @@ def _publish(session: AsyncSession, state: OrderState, item: DomainEvent) -> Non
             ),
         )
     elif item.type == "confirmed":
-        stage(
+        await stage(
             session,
             new_event(
                 OrderConfirmedV1(
@@ -129,7 +129,7 @@ def _publish(session: AsyncSession, state: OrderState, item: DomainEvent) -> Non
             ),
         )
     elif item.type == "cancelled":
-        stage(
+        await stage(
             session,
             new_event(
                 OrderCancelledV1(

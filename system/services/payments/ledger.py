@@ -87,8 +87,8 @@ async def _enter(
 PaymentEvent = type[PaymentAuthorizedV1] | type[PaymentCapturedV1] | type[PaymentVoidedV1]
 
 
-def _stage(session: AsyncSession, kind: PaymentEvent, payment: Payment) -> None:
-    stage(
+async def _stage(session: AsyncSession, kind: PaymentEvent, payment: Payment) -> None:
+    await stage(
         session,
         new_event(
             kind(
@@ -132,7 +132,7 @@ async def authorize(
     payment = Payment(**values)
     if decision.approved:
         await _enter(session, payment, "authorize", amount_cents, 0)
-        _stage(session, PaymentAuthorizedV1, payment)
+        await _stage(session, PaymentAuthorizedV1, payment)
     return payment, True
 
 
@@ -160,7 +160,7 @@ async def _transition(
     amount = payment.amount_cents
     await _enter(session, payment, move.target, move.held * amount, move.settled * amount)
     if move.event is not None:
-        _stage(session, move.event, payment)
+        await _stage(session, move.event, payment)
     return payment
 
 

@@ -342,7 +342,7 @@ class ReservationController(Controller):
                 raise ClientException(status_code=409, detail="concurrent reservation") from None
             return _reservation(existing)
         if result.state == "reserved":
-            stage(db_session, _stock_event(StockReservedV1, result))
+            await stage(db_session, _stock_event(StockReservedV1, result))
         return _reservation(result)
 
     @get("/{order_id:str}", responses=problem_responses(401, 404))
@@ -439,5 +439,5 @@ async def _finish(
     except stock.ReservationConflict as exc:
         raise ClientException(status_code=409, detail=str(exc)) from None
     if settled.moved:
-        stage(session, _stock_event(event, settled.reservation))
+        await stage(session, _stock_event(event, settled.reservation))
     return _reservation(settled.reservation)

@@ -29,7 +29,7 @@ async def _settle(session: AsyncSession, order_id: str, operation: Any, event: t
         log.warning("order %s: %s", order_id, exc)
         return
     if settled.moved:
-        stage(session, _stock_event(event, settled.reservation))
+        await stage(session, _stock_event(event, settled.reservation))
 
 
 async def on_order_confirmed(session: AsyncSession, event: Event[Any]) -> None:

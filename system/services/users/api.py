@@ -88,7 +88,7 @@ class UsersController(Controller):
             raise ClientException(
                 status_code=409, detail=f"{email} is already registered"
             ) from None
-        stage(
+        await stage(
             db_session,
             new_event(
                 UserRegisteredV1(user_id=str(user.id), email=email, role="customer"),

@@ -73,29 +73,30 @@ async def outbox_rows(maker: Maker) -> list[OutboxMessage]:
 
 # -- staging -----------------------------------------------------------------------------
 @pytest.mark.asyncio
-async def test_staged_rows_are_written_at_commit_and_a_rolled_back_savepoint_drops_its_own(
+async def test_a_rolled_back_savepoint_drops_its_own_staged_rows_only(
     maker: Maker,
 ) -> None:
     async with maker() as session, session.begin():
-        stage(session, placed("o-1"))
+        await stage(session, placed("o-1"))
         savepoint = await session.begin_nested()
-        stage(session, placed("o-2"))
+        await stage(session, placed("o-2"))
         await savepoint.rollback()
         async with session.begin_nested():
-            stage(session, placed("o-3"))
-        stage(session, placed("o-4"))
+            await stage(session, placed("o-3"))
+        await stage(session, placed("o-4"))
     assert sorted(r.key for r in await outbox_rows(maker)) == ["o-1", "o-3", "o-4"]
 
 
 @pytest.mark.asyncio
 async def test_staging_in_a_rolled_back_transaction_leaves_no_row(maker: Maker) -> None:
     async with maker() as session, session.begin():
-        stage(session, placed("o-1"))
+        await stage(session, placed("o-1"))
+        assert await session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
         await session.rollback()
 
     async def fails_after_staging() -> None:
         async with maker() as session, session.begin():
-            stage(session, placed("o-2"))
+            await stage(session, placed("o-2"))
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
@@ -111,7 +112,7 @@ async def test_staging_and_commit_keeps_the_event_and_the_trace_context(
     event = placed("o-1")
     with provider.get_tracer("test").start_as_current_span("place order") as span:
         async with maker() as session, session.begin():
-            stage(session, event)
+            await stage(session, event)
     [row] = await outbox_rows(maker)
     context = span.get_span_context()
     assert row.headers["traceparent"] == (
@@ -132,7 +133,7 @@ async def test_staging_and_commit_keeps_the_event_and_the_trace_context(
 @pytest.mark.asyncio
 async def test_staging_outside_a_span_has_no_trace_headers(maker: Maker) -> None:
     async with maker() as session, session.begin():
-        stage(session, placed("o-1"))
+        await stage(session, placed("o-1"))
     [row] = await outbox_rows(maker)
     assert row.headers == {}
 
@@ -233,7 +234,7 @@ async def test_a_commit_wakes_the_relay_which_publishes_with_headers_and_metrics
         event = placed("o-1")
         with provider.get_tracer("test").start_as_current_span("place order") as parent:
             async with maker() as session, session.begin():
-                stage(session, event)
+                await stage(session, event)
         # poll_interval is 30 s: only the after-commit wake-up can publish this quickly
         await eventually(lambda: kafka.sent, "the event published", timeout=2.0)
         await asyncio.wait_for(relay.flush(), 2.0)
@@ -277,7 +278,7 @@ async def test_failed_sends_keep_rows_and_per_key_order(maker: Maker) -> None:
         for i in range(6):
             event = placed("a" if i % 2 == 0 else "b", n=i + 1)
             staged.append(event)
-            stage(session, event)
+            await stage(session, event)
     relay = relay_for(maker, kafka, batch=4)
     await relay.start()
     try:
@@ -300,7 +301,7 @@ async def test_kafka_down_keeps_rows_until_it_is_back(maker: Maker) -> None:
     try:
         async with maker() as session, session.begin():
             for i in range(3):
-                stage(session, placed("o-1", n=i + 1))
+                await stage(session, placed("o-1", n=i + 1))
         await eventually(lambda: kafka.started >= 3, "several connection attempts")
         assert last_error(relay) is not None
         assert [r.published_at for r in await outbox_rows(maker)] == [None] * 3
@@ -325,8 +326,8 @@ async def test_a_stalled_send_is_reported_and_completes_when_kafka_is_back(maker
         await asyncio.wait_for(relay.flush(), 2.0)
         kafka.holding = True
         async with maker() as session, session.begin():
-            stage(session, placed("o-1", n=1))
-            stage(session, placed("o-1", n=2))
+            await stage(session, placed("o-1", n=1))
+            await stage(session, placed("o-1", n=2))
         await eventually(lambda: relay.last_error, "the stall reported")
         assert isinstance(last_error(relay), TimeoutError)
         assert registry.get_sample_value("outbox_publish_failures_total") == 1
@@ -348,7 +349,7 @@ async def test_stop_gives_up_on_a_stuck_send_after_its_grace(maker: Maker) -> No
     await asyncio.wait_for(relay.flush(), 2.0)
     kafka.holding = True
     async with maker() as session, session.begin():
-        stage(session, placed("o-1"))
+        await stage(session, placed("o-1"))
     await eventually(lambda: kafka.held, "a send in flight")
     began = asyncio.get_running_loop().time()
     await relay.stop(grace=0.2)
@@ -366,7 +367,7 @@ async def test_stop_flushes_pending_events(maker: Maker) -> None:
     await relay.start()
     await asyncio.wait_for(relay.flush(), 2.0)
     async with maker() as session, session.begin():
-        stage(session, placed("o-1"))
+        await stage(session, placed("o-1"))
     await relay.stop(flush=True, grace=5.0)
     assert len(kafka.sent) == 1
     assert not relay.running
@@ -376,7 +377,7 @@ async def test_stop_flushes_pending_events(maker: Maker) -> None:
 async def test_published_rows_are_purged_later(maker: Maker) -> None:
     kafka = FakeKafka()
     async with maker() as session, session.begin():
-        stage(session, placed("o-1"))
+        await stage(session, placed("o-1"))
     relay = relay_for(maker, kafka, retain_published=0.0, purge_interval=0.0, poll_interval=0.01)
     await relay.start()
     try:
@@ -492,7 +493,7 @@ async def test_the_consumer_span_continues_the_producer_trace(
     async def reserve(session: AsyncSession, event: Event[Any]) -> None:
         follow_up = new_event(StockReservedV1(order_id=event.key, items=[]))
         staged.append(follow_up)
-        stage(session, follow_up)  # captured inside the consumer span
+        await stage(session, follow_up)  # captured inside the consumer span
 
     headers: dict[str, str] = {}
     with provider.get_tracer("test").start_as_current_span("publish") as producer:
@@ -617,7 +618,7 @@ async def test_each_event_of_a_batch_continues_its_own_producer_trace(
     provider, exporter = spans
 
     async def reserve(session: AsyncSession, event: Event[Any]) -> None:
-        stage(session, new_event(StockReservedV1(order_id=event.key, items=[])))
+        await stage(session, new_event(StockReservedV1(order_id=event.key, items=[])))
 
     producers, batch = [], []
     for n in range(3):
