@@ -128,6 +128,7 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         share.__exit__(None, None, None)
         stop.set()
         await watcher
+        results["began"] = began
     outcome, placed = results["outcome"], results["placed"]
     confirm = [
         outcome[o][1] - t
@@ -135,9 +136,14 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         if outcome.get(o, ("",))[0] == "order.confirmed"
     ]
     cancelled = sum(outcome.get(o, ("",))[0] == "order.cancelled" for o in placed)
+    # sustained: finished orders over the time from the first placement to the last outcome
+    # (a backlog that drains after the sending stops lowers it below the offered rate)
+    last = max((t for _, t in outcome.values()), default=results["began"])
+    finished_in = max(last - results["began"], sent_in)
     print(
         f"offered {rate:g} orders/s for {seconds:g} s (sent in {sent_in:.1f} s): "
-        f"{len(confirm)} confirmed ({len(confirm) / sent_in:.1f}/s), {cancelled} cancelled, "
+        f"{len(confirm)} confirmed, {cancelled} cancelled, finished within {finished_in:.1f} s "
+        f"({len(outcome) / finished_in:.1f}/s sustained), "
         f"{sum(o not in outcome for o in placed)} unfinished after 60 s, "
         f"{len(results['errors'])} errors {results['errors'][:3]}"
     )
