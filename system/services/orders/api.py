@@ -164,6 +164,9 @@ class OrdersController(Controller):
                     status_code=409, detail="this Idempotency-Key was used for another order"
                 )
             return _accepted(_resource(await _visible(db_session, seen.order_id, user)), settings)
+        # End the lookup's transaction before pricing: on SQLite it holds the service's one
+        # writer connection, which every saga step and the relay wait for meanwhile.
+        await db_session.commit()
         try:
             priced = await self._price(data, request)
         except UpstreamError:

@@ -109,13 +109,19 @@ async def authorize(
     card_token: str,
     user_id: str,
 ) -> tuple[Payment, bool]:
-    """Returns (payment, created). A declined card is a payment too (status declined)."""
+    """Returns (payment, created). A declined card is a payment too (status declined).
+
+    The provider is called between two transactions: the lookup's is committed first (it
+    wrote nothing), so the provider's latency never holds a database connection (on
+    SQLite, the service's one writer). A concurrent authorization of the same order then
+    loses the insert with an ``IntegrityError``; the caller answers as the winner did."""
     request = fingerprint(order_id, amount_cents, card_token)
     existing = await find(session, order_id)
     if existing is not None:
         if existing.request_fingerprint != request:
             raise PaymentConflict(f"order {order_id} was authorized with another amount or card")
         return existing, False
+    await session.commit()
     decision = await provider.authorize(order_id, amount_cents, card_token)
     values = {
         "id": uuid.uuid4(),

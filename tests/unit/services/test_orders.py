@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from litestar import Litestar
-from sqlalchemy import event, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from harness.inprocess import build_system, running
@@ -344,3 +344,39 @@ async def test_a_lease_is_held_by_one_replica_until_it_expires_or_is_released(
         assert await one.claim("o-2") is not None
     finally:
         await engine.dispose()
+
+
+class GatedPricing(httpx.AsyncBaseTransport):
+    """Products behind a gate for ``GET`` (pricing): the first one waits until opened."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner, self.entered, self.gate = inner, asyncio.Event(), asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            self.entered.set()
+            await self.gate.wait()
+        return await self.inner.handle_async_request(request)
+
+
+async def test_pricing_an_order_holds_no_database_connection(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    """On SQLite orders has one writer connection: while a placement waits for the
+    catalog, saga steps and the relay must still be able to write."""
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth()
+        pid = await product(world, admin, stock=3)
+        gated = GatedPricing(world.mesh.apps["products"])
+        world.mesh.apps["products"] = gated  # type: ignore[assignment]
+        placing = asyncio.create_task(world.place(customer, [{"product_id": pid, "quantity": 1}]))
+        try:
+            await asyncio.wait_for(gated.entered.wait(), 10)
+            async with asyncio.timeout(10):
+                async with world.orders.state.events.session_maker() as session, session.begin():
+                    await session.execute(delete(SagaLease).where(SagaLease.order_id == "none"))
+            assert not placing.done()
+        finally:
+            gated.gate.set()
+        assert (await placing).status_code == 202
+        await world.settle()

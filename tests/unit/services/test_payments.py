@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from harness.inprocess import build_system, running
 from system.chassis.keys import KeyFiles
 from system.events.schemas import OrderConfirmedV1, OrderItem, new_event
 from system.services.payments.app import build
 from system.services.payments.consumers import on_order_confirmed
+from system.services.payments.provider import Decision
 from system.services.payments.settings import PaymentsSettings
 
 Client = AsyncTestClient[Litestar]
@@ -114,3 +118,41 @@ async def test_order_confirmed_captures(
     async with client.app.state.events.session_maker() as session, session.begin():
         await on_order_confirmed(session, event)
     assert (await client.get("/o-7", headers=customer)).json()["status"] == "captured"
+
+
+async def test_the_providers_call_holds_no_database_connection(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    """On SQLite the service has one writer connection: an authorization waiting for the
+    provider must not keep every other write waiting behind it."""
+    system = build_system(tmp_path, only=("users", "payments"), keys=keys)
+    app = system.apps["payments"]
+    customer = auth()
+    entered, gate = asyncio.Event(), asyncio.Event()
+    async with running(system):
+        real = app.state.provider
+
+        class Gated:
+            async def authorize(self, order_id: str, amount: int, card: str) -> Decision:
+                if order_id == "slow":
+                    entered.set()
+                    await gate.wait()
+                decision: Decision = await real.authorize(order_id, amount, card)
+                return decision
+
+        app.state.provider = Gated()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://p") as http:
+            slow = asyncio.create_task(
+                http.post("/authorize", json=auth_body("slow"), headers=customer)
+            )
+            try:
+                await asyncio.wait_for(entered.wait(), 10)
+                fast = await asyncio.wait_for(
+                    http.post("/authorize", json=auth_body("fast"), headers=customer), 10
+                )
+                assert fast.status_code == 201
+                assert not slow.done()
+            finally:
+                gate.set()
+            assert (await slow).status_code == 201
