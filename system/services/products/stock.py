@@ -130,9 +130,7 @@ async def reserve(session: AsyncSession, order_id: str, lines: Sequence[Line]) -
             raise ReservationConflict(f"order {order_id} already holds a different reservation")
         return existing
     ids = [line.product_id for line in wanted]
-    known = set(
-        (await session.scalars(select(_PRODUCTS.c.id).where(_PRODUCTS.c.id.in_(ids)))).all()
-    )
+    known = set((await session.scalars(_KNOWN, {"ids": ids})).all())
     if missing := [pid for pid in ids if pid not in known]:
         raise UnknownProduct(missing)
     short = []
