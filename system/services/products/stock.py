@@ -5,6 +5,14 @@ returns the same outcome; a transition that contradicts the past (commit after r
 a second reserve with other items) is a :class:`ReservationConflict`.
 
 Core statements, not the ORM's unit of work: reserve and commit are on every order's path.
+
+**Lock order.** Every transaction that changes products' counters changes them in
+product-id order, so two of them never wait on each other in a cycle (on PostgreSQL a
+deadlock costs a second of ``deadlock_timeout`` and a retried batch). A reservation takes
+its products sorted. A settlement (release, commit) only records its moves; they are
+applied just before the transaction commits, summed per product and sorted, so a
+consumer settling a whole fetch of orders touches each product once, at the end, and
+holds its row locks for the commit alone.
 """
 
 from __future__ import annotations
@@ -13,8 +21,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Row, bindparam, event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from system.chassis.db import table_of
 from system.services.products.models import Product, ReservationLine
@@ -133,13 +142,6 @@ async def reserve(session: AsyncSession, order_id: str, lines: Sequence[Line]) -
     known = set((await session.scalars(_KNOWN, {"ids": ids})).all())
     if missing := [pid for pid in ids if pid not in known]:
         raise UnknownProduct(missing)
-    short = []
-    for line in wanted:  # sorted by product id: concurrent reservations lock in one order
-        result = await session.execute(_TAKE, {"the_product": line.product_id, "n": line.quantity})
-        if result.rowcount == 0:  # type: ignore[attr-defined]
-            short.append(line.product_id)
-    if short:
-        raise OutOfStock(short)  # the caller rolls back: all or nothing
     await session.execute(  # a concurrent reserve of the same order: IntegrityError
         _INSERT_LINES,
         [
@@ -147,11 +149,42 @@ async def reserve(session: AsyncSession, order_id: str, lines: Sequence[Line]) -
             for line in wanted
         ],
     )
+    short = []  # the counters last: their row locks are held from here to the commit
+    for line in wanted:  # sorted by product id (the module's lock order)
+        result = await session.execute(_TAKE, {"the_product": line.product_id, "n": line.quantity})
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            short.append(line.product_id)
+    if short:
+        raise OutOfStock(short)  # the caller rolls back: all or nothing
     return Reservation(order_id, "reserved", wanted)
 
 
+_MOVES = "products.stock_moves"
+"""``session.info`` key: the settlements' counter moves, ``(product, target) -> units``."""
+
+
+def _move(session: AsyncSession, target: str, product_id: uuid.UUID, units: int) -> None:
+    moves: dict[tuple[uuid.UUID, str], int] = session.info.setdefault(_MOVES, {})
+    moves[(product_id, target)] = moves.get((product_id, target), 0) + units
+
+
+@event.listens_for(Session, "before_commit")
+def _apply_moves(session: Session) -> None:
+    """The recorded moves, one UPDATE per product and target, in product-id order."""
+    moves = session.info.pop(_MOVES, None)
+    for (product_id, target), units in sorted((moves or {}).items()):
+        session.execute(_SETTLE[target], {"the_product": product_id, "n": units})
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_moves(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # rolled back (a commit has applied them already)
+        session.info.pop(_MOVES, None)
+
+
 async def _finish(session: AsyncSession, order_id: str, target: str) -> Settlement:
-    """Move every line of the order from reserved to ``target`` (released or committed)."""
+    """Move every line of the order from reserved to ``target`` (released or committed);
+    the products' counters follow at commit (see the module's lock order)."""
     rows = (await session.execute(_LINES_OF_FOR_UPDATE, {"the_order": order_id})).all()
     if not rows:
         raise NoReservation(f"order {order_id} holds no reservation")
@@ -159,10 +192,13 @@ async def _finish(session: AsyncSession, order_id: str, target: str) -> Settleme
     for row in moving:
         if row.state != "reserved":
             raise ReservationConflict(f"order {order_id}'s reservation is already {row.state}")
-    for row in moving:
-        await session.execute(_SETTLE[target], {"the_product": row.product_id, "n": row.quantity})
     if moving:
         await session.execute(_SET_STATE, {"the_order": order_id, "state": target})
+    for row in moving:
+        if session.in_nested_transaction():  # a savepoint may roll back alone: apply now
+            await session.execute(_SETTLE[target], {"the_product": row.product_id, "n": row.quantity})
+        else:
+            _move(session, target, row.product_id, row.quantity)
     lines = tuple(Line(r.product_id, r.quantity) for r in rows)
     return Settlement(Reservation(order_id, target, lines), bool(moving))
 

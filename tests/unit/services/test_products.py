@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from system.chassis.keys import KeyFiles
 from system.chassis.outbox import OutboxMessage
 from system.events.schemas import OrderCancelledV1, OrderConfirmedV1, OrderItem, new_event
+from system.services.products import stock
 from system.services.products.app import build
 from system.services.products.consumers import on_order_cancelled, on_order_confirmed
 from system.services.products.settings import ProductsSettings
@@ -239,6 +240,55 @@ async def test_order_events_settle_reservations(
         "sold": 2,
         "received": 4,
     }
+
+
+async def test_settlements_move_counters_at_commit_once_per_product_in_id_order(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    """A consumer settles a whole fetch in one transaction: the counters must move once
+    per product and target, sorted, just before the commit (on PostgreSQL, two replicas
+    settling in arrival order deadlocked), and not at all when it rolls back."""
+    admin, customer = auth("admin"), auth()
+    pids = sorted([(await new_product(client, admin, sku=f"S-{n}", stock=9))["id"] for n in "abc"])
+    a, b, c = pids
+    for order, lines in {
+        "o1": [(b, 2), (c, 1)],
+        "o2": [(c, 1), (a, 1)],
+        "o3": [(b, 2), (c, 1)],
+        "o4": [(c, 1), (a, 1)],
+        "o5": [(a, 3)],
+    }.items():
+        await client.put(f"/reservations/{order}", json=reserve_body(*lines), headers=customer)
+    engine = client.app.state.events.session_maker.kw["bind"]
+    updates: list[uuid.UUID] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.startswith("UPDATE product "):
+            updates.append(uuid.UUID(bytes=bytes(params[-1])))
+
+    maker = client.app.state.events.session_maker
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        with pytest.raises(RuntimeError):
+            async with maker() as session, session.begin():
+                await stock.release(session, "o5")
+                raise RuntimeError("the batch failed")
+        assert updates == []
+        async with maker() as session, session.begin():
+            for order in ("o1", "o2", "o3"):
+                await stock.commit(session, order)
+            await stock.release(session, "o4")
+            assert updates == []  # no counter row locked while the batch runs
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    # a: committed 1 + released 1; b: committed 4; c: committed 3 + released 1
+    assert updates == [uuid.UUID(p) for p in (a, a, b, c, c)]
+    levels = [await stock_of(client, pid, customer) for pid in pids]
+    assert [(s["available"], s["reserved"], s["sold"]) for s in levels] == [
+        (5, 3, 1),  # o5 still holds 3
+        (5, 0, 4),
+        (6, 0, 3),
+    ]
 
 
 async def test_restocking_adds_to_available_and_to_received(
