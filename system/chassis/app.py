@@ -27,7 +27,6 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusController
 from litestar.types import ControllerRouterHandler
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.auth import jwt_auth
@@ -40,7 +39,8 @@ from system.chassis.problems import problem_details_plugin, unexpected_error
 from system.chassis.request_metrics import request_metrics
 from system.chassis.server_spans import OpenTelemetryPlugin
 from system.chassis.settings import ServiceSettings
-from system.chassis.telemetry import configure_logging, tracing
+from system.chassis.sql_spans import trace_statements
+from system.chassis.telemetry import configure_logging, tracer_provider
 
 Hook = Callable[[Litestar], Awaitable[None]]
 
@@ -86,13 +86,8 @@ def create_app(
         async with read_maker() as session:
             yield session
 
-    traces = tracing(settings)
-    provider = traces.provider
-    sql_tracing = SQLAlchemyInstrumentor()
-    sql_tracing.instrument(
-        engines=list({id(e): e.sync_engine for e in (engine, reader)}.values()),
-        tracer_provider=traces.statements,
-    )
+    provider = tracer_provider(settings)
+    statement_spans = trace_statements([engine.sync_engine, reader.sync_engine], provider)
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     alchemy = SQLAlchemyAsyncConfig(
         engine_instance=engine,
@@ -139,8 +134,9 @@ def create_app(
                 await hook(app)
             await events.stop()
             await mesh.aclose()
-            traces.shutdown()
-            sql_tracing.uninstrument()
+            provider.shutdown()
+            for spans in statement_spans:
+                spans.remove()
             await engine.dispose()
             if reader is not engine:
                 await reader.dispose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
@@ -13,28 +12,13 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from system.chassis.settings import ServiceSettings
 
 
-@dataclass(frozen=True)
-class Tracing:
-    """The service's tracer providers; both export through one processor."""
-
-    provider: TracerProvider
-    """Everything the service traces; a span without a parent starts a sampled trace."""
-    statements: TracerProvider
-    """SQL statement spans: recorded inside a sampled operation only. A statement outside
-    any (the outbox relay's poll, a saga's lease) would otherwise start a trace of its own
-    and be exported every time, whatever share of requests the gateway samples."""
-
-    def shutdown(self) -> None:
-        self.provider.shutdown()  # the shared processor: flushed and stopped once
-
-
-def tracing(settings: ServiceSettings) -> Tracing:
-    """The providers of this service; they export only when an OTLP endpoint is set."""
+def tracer_provider(settings: ServiceSettings) -> TracerProvider:
+    """The service's tracer provider; it exports only when an OTLP endpoint is set. A span
+    without a parent starts a sampled trace (SQL statements do not: ``sql_spans``)."""
     resource = Resource.create(
         {
             "service.name": settings.name,
@@ -42,15 +26,10 @@ def tracing(settings: ServiceSettings) -> Tracing:
         }
     )
     provider = TracerProvider(resource=resource)
-    statements = TracerProvider(
-        resource=resource, sampler=ParentBased(ALWAYS_OFF), shutdown_on_exit=False
-    )
     if settings.otlp_endpoint:
         exporter = OTLPSpanExporter(endpoint=f"{settings.otlp_endpoint.rstrip('/')}/v1/traces")
-        processor = BatchSpanProcessor(exporter, schedule_delay_millis=500)
-        provider.add_span_processor(processor)
-        statements.add_span_processor(processor)
-    return Tracing(provider, statements)
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+    return provider
 
 
 class JsonFormatter(logging.Formatter):

@@ -196,7 +196,9 @@ async def _finish(session: AsyncSession, order_id: str, target: str) -> Settleme
         await session.execute(_SET_STATE, {"the_order": order_id, "state": target})
     for row in moving:
         if session.in_nested_transaction():  # a savepoint may roll back alone: apply now
-            await session.execute(_SETTLE[target], {"the_product": row.product_id, "n": row.quantity})
+            await session.execute(
+                _SETTLE[target], {"the_product": row.product_id, "n": row.quantity}
+            )
         else:
             _move(session, target, row.product_id, row.quantity)
     lines = tuple(Line(r.product_id, r.quantity) for r in rows)
