@@ -8,7 +8,9 @@ a fixed rate through the gateway for the given time (open loop: a slow system do
 slow the arrivals). Outcomes are read from the ``order.confirmed`` / ``order.cancelled``
 events on Kafka (polling every order would load the system more than the orders do).
 Prints the achieved rate, the errors, and p50/p99 of (a) the 202 answer and (b)
-place-to-confirmed (placement request sent → ``order.confirmed`` received).
+place-to-confirmed (placement request sent → ``order.confirmed`` received), then where
+that time goes: the steps' timestamps from the histories of up to 300 confirmed orders
+(read after the measurement).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import secrets
 import statistics
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,46 @@ async def watch(bootstrap: str, results: dict[str, Any], stop: asyncio.Event) ->
         await consumer.stop()
 
 
+STEPS = (
+    ("request sent → placed", "sent", "placed"),
+    ("placed → stock reserved", "placed", "stock_reserved"),
+    ("reserved → payment authorized", "stock_reserved", "payment_authorized"),
+    ("authorized → confirmed on Kafka", "payment_authorized", "seen"),
+)
+"""The saga's path, timed by the events' ``occurred_at``; an event is stamped when its
+step's work is done, before its transaction commits."""
+
+
+async def steps(
+    http: httpx.AsyncClient, headers: dict[str, str], results: dict[str, Any]
+) -> dict[str, list[float]]:
+    """Each step's durations over up to 300 confirmed orders, spread over the run."""
+    confirmed = [
+        o for o in results["placed"] if results["outcome"].get(o, ("",))[0] == "order.confirmed"
+    ]
+    sample = confirmed[:: max(1, len(confirmed) // 300)]
+    wall = time.time() - time.perf_counter()  # perf_counter → epoch seconds
+    gate = asyncio.Semaphore(20)
+    durations: dict[str, list[float]] = {name: [] for name, _, _ in STEPS}
+
+    async def one(order_id: str) -> None:
+        async with gate:
+            response = await http.get(f"/orders/{order_id}/history", headers=headers)
+        if response.status_code != 200:
+            return
+        at = {
+            e["type"]: datetime.fromisoformat(e["occurred_at"]).timestamp() for e in response.json()
+        }
+        at["sent"] = results["placed"][order_id] + wall
+        at["seen"] = results["outcome"][order_id][1] + wall
+        for name, start, end in STEPS:
+            if start in at and end in at:
+                durations[name].append(at[end] - at[start])
+
+    await asyncio.gather(*(one(o) for o in sample))
+    return durations
+
+
 async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float) -> None:
     base = f"http://127.0.0.1:{state['ports']['gateway']}/api/v1"
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
@@ -129,6 +172,7 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         stop.set()
         await watcher
         results["began"] = began
+        results["steps"] = await steps(http, headers, results)
     outcome, placed = results["outcome"], results["placed"]
     confirm = [
         outcome[o][1] - t
@@ -155,6 +199,15 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         f"place-to-confirmed: p50 {pct(confirm, 50) * 1000:7.1f} ms   "
         f"p99 {pct(confirm, 99) * 1000:7.1f} ms"
     )
+    steps_done = results["steps"]
+    counted = max((len(v) for v in steps_done.values()), default=0)
+    print(f"where it goes ({counted} confirmed orders' histories):")
+    for name, values in steps_done.items():
+        if len(values) > 1:
+            print(
+                f"  {name:32s} p50 {pct(values, 50) * 1000:7.1f} ms   "
+                f"p99 {pct(values, 99) * 1000:7.1f} ms"
+            )
     share.print(per=len(outcome), unit="order")
 
 

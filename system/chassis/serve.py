@@ -9,6 +9,7 @@ the chassis flushes the outbox and the span exporter.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Callable
 
@@ -37,10 +38,23 @@ async def _serve(app: Litestar, settings: ServiceSettings) -> None:
     await server.serve()
 
 
+def _freeze_startup_heap() -> None:
+    """Move everything alive once the service has started (modules, classes, the ORM's
+    metadata, compiled caches, clients) to the collector's permanent generation.
+
+    Otherwise each full collection walks that heap again: 100-330 ms with the service
+    stopped, about every 10 s under load, which was the tail of the order path (202 p99
+    ~250 ms at 30 orders/s). Objects created later are still collected as usual."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(build: Callable[[], Litestar], settings: ServiceSettings) -> None:
     """Build the app and serve it until SIGTERM, on uvloop unless the settings say
     ``event_loop=asyncio`` (uvloop's loop is C: every request, SQL statement and Kafka
     fetch goes through the loop, and the standard one was a visible share of the CPU)."""
     factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
+    app = build()
+    app.on_startup.append(_freeze_startup_heap)  # runs after the lifespans started
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_serve(build(), settings))
+        runner.run(_serve(app, settings))
