@@ -61,7 +61,7 @@ REQUIRED_TOOLS: dict[str, tuple[Callable[[], object], ...]] = {
 POSTGRES_FLAGS = (
     # a throw-away local stack: durability traded for speed (a crash may lose the
     # cluster; `harness down` shuts it down cleanly); 200 connections fit every
-    # replica's pool (pool_size + max_overflow = 20 by default)
+    # replica's pool (database_pool_size = 20 by default, no overflow)
     "-c",
     "max_connections=200",
     "-c",
