@@ -87,7 +87,6 @@ def create_app(
             yield session
 
     provider = tracer_provider(settings)
-    statement_spans = trace_statements([engine.sync_engine, reader.sync_engine], provider)
     session_maker = async_sessionmaker(engine, expire_on_commit=False)
     alchemy = SQLAlchemyAsyncConfig(
         engine_instance=engine,
@@ -127,6 +126,8 @@ def create_app(
         for hook in parts.on_startup:
             await hook(app)
         await events.start()
+        # listened to while the app runs (an app may be started again, as tests do)
+        statement_spans = trace_statements([engine.sync_engine, reader.sync_engine], provider)
         try:
             yield
         finally:
