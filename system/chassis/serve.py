@@ -43,8 +43,9 @@ def _freeze_startup_heap() -> None:
     metadata, compiled caches, clients) to the collector's permanent generation.
 
     Otherwise each full collection walks that heap again: 100-330 ms with the service
-    stopped, about every 10 s under load, which was the tail of the order path (202 p99
-    ~250 ms at 30 orders/s). Objects created later are still collected as usual."""
+    stopped, once in every service during a 20 s benchmark run, which was the tail of
+    the order path (202 p99 150-250 ms at 30 orders/s, 40 ms since). Objects created
+    later are still collected as usual."""
     gc.collect()
     gc.freeze()
 
