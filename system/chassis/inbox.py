@@ -20,7 +20,9 @@ Choices:
   one key in order. After the last attempt the message is logged, counted in
   ``inbox_failed_total`` and skipped *without* an inbox row (so a deliberate replay can
   still apply it). There is no dead-letter topic: the failure is visible in the logs, the
-  metric and the CONSUMER span's error status.
+  metric and the CONSUMER span's error status. A batch redone one by one is counted in
+  ``inbox_batch_retries_total``: on PostgreSQL a steady rate of them means transactions
+  that deadlock or conflict.
 * **Offsets** are committed, for every partition at once, after each fetched batch,
   never past a message whose transaction has not committed. A crash or rebalance in
   between means a redelivery, which the inbox absorbs. On stop, the batch being
@@ -148,6 +150,14 @@ class _Metrics:
             "inbox_rejected",
             "Messages skipped as undecodable or of an unknown type.",
             ["consumer", "topic"],
+            registry=registry,
+        )
+        self.batch_retries = Counter(
+            "inbox_batch_retries",
+            "Fetched batches rolled back and processed again one message at a time (a "
+            "handler failed, or the database refused the transaction: a deadlock, a "
+            "serialization conflict).",
+            ["consumer"],
             registry=registry,
         )
         self.lag = Gauge(
@@ -389,6 +399,7 @@ class EventConsumer:
                     len(records),
                     exc,
                 )
+                self._metrics.batch_retries.labels(self.name).inc()
                 return [outcomes.get(i) or await self.process(r) for i, r in enumerate(records)]
             for (index, event, _, span), outcome in zip(pending, applied, strict=True):
                 counter = (

@@ -599,11 +599,15 @@ async def test_a_failing_batch_leaves_nothing_and_is_processed_one_by_one(
             failures.append(event.key)
             raise RuntimeError("transient")
 
-    consumer = consumer_for(maker, {"order.placed": flaky}, tracer_provider=provider)
+    registry = CollectorRegistry()
+    consumer = consumer_for(
+        maker, {"order.placed": flaky}, tracer_provider=provider, registry=registry
+    )
     events = [placed(f"o-{n}") for n in (1, 2, 3)]
     outcomes = await consumer.process_batch([record(e, offset=i) for i, e in enumerate(events)])
     assert outcomes == [Outcome.PROCESSED] * 3
     assert failures == ["o-2"]
+    assert registry.get_sample_value("inbox_batch_retries_total", {"consumer": "unit"}) == 1
     assert await effects(maker) == [(str(e.id), "order.placed") for e in events]
     # the rolled-back attempt's spans were never ended: one span per event, no more
     finished = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
