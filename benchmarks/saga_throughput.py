@@ -8,9 +8,10 @@ a fixed rate through the gateway for the given time (open loop: a slow system do
 slow the arrivals). Outcomes are read from the ``order.confirmed`` / ``order.cancelled``
 events on Kafka (polling every order would load the system more than the orders do).
 Prints the achieved rate, the errors, and p50/p99 of (a) the 202 answer and (b)
-place-to-confirmed (placement request sent → ``order.confirmed`` received), then where
-that time goes: the steps' timestamps from the histories of up to 300 confirmed orders
-(read after the measurement).
+place-to-confirmed (placement request sent → ``order.confirmed`` received), how many
+consumer batches were redone one by one (deadlocks, conflicts), then where that time
+goes: the steps' timestamps from the histories of up to 300 confirmed orders (read after
+the measurement).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.cpu_share import CpuShare, replica_count
 from harness.localstack import free_port_base, local_stack
@@ -126,6 +128,23 @@ async def steps(
     return durations
 
 
+async def batch_retries(state: dict[str, Any]) -> dict[str, float]:
+    """``inbox_batch_retries_total`` of every service replica: the consumers' batches
+    that were rolled back and redone one by one (on PostgreSQL, deadlocks show here)."""
+    found: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=5) as client:
+        for process in state["processes"]:
+            if process.get("role") != "service":
+                continue
+            answer = await client.get(f"http://127.0.0.1:{process['ports']['http']}/metrics")
+            for family in text_string_to_metric_families(answer.text):
+                if family.name == "inbox_batch_retries":
+                    for sample in family.samples:
+                        if sample.name.endswith("_total") and sample.value:
+                            found[process["name"]] = found.get(process["name"], 0) + sample.value
+    return found
+
+
 async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float) -> None:
     base = f"http://127.0.0.1:{state['ports']['gateway']}/api/v1"
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
@@ -173,6 +192,7 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         await watcher
         results["began"] = began
         results["steps"] = await steps(http, headers, results)
+        results["retried"] = await batch_retries(state)
     outcome, placed = results["outcome"], results["placed"]
     confirm = [
         outcome[o][1] - t
@@ -198,6 +218,15 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
     print(
         f"place-to-confirmed: p50 {pct(confirm, 50) * 1000:7.1f} ms   "
         f"p99 {pct(confirm, 99) * 1000:7.1f} ms"
+    )
+    retried = results["retried"]
+    print(
+        f"inbox batches redone one by one: {int(sum(retried.values()))}"
+        + (
+            f" ({', '.join(f'{k} {int(v)}' for k, v in sorted(retried.items()))})"
+            if retried
+            else ""
+        )
     )
     steps_done = results["steps"]
     counted = max((len(v) for v in steps_done.values()), default=0)
