@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import statistics
 import tempfile
@@ -26,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
@@ -50,23 +52,52 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def one_order(
-    http: httpx.AsyncClient, headers: dict[str, str], product: str, results: dict[str, Any]
+    client: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    product: str,
+    results: dict[str, Any],
 ) -> None:
     began = time.perf_counter()
     try:
-        placed = await http.post(
-            "/orders/",
+        async with client.post(
+            url,
             json={"items": [{"product_id": product, "quantity": 1}], "card_token": "tok_visa_4242"},
             headers={**headers, "Idempotency-Key": secrets.token_hex(8)},
-        )
-    except httpx.HTTPError as exc:
+        ) as placed:
+            status, body = placed.status, await placed.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         results["errors"].append(repr(exc))
         return
-    if placed.status_code != 202:
-        results["errors"].append(placed.status_code)
+    if status != 202:
+        results["errors"].append(status)
         return
     results["accept"].append(time.perf_counter() - began)
-    results["placed"][placed.json()["order_id"]] = began
+    results["placed"][json.loads(body)["order_id"]] = began
+
+
+async def place_orders(
+    url: str,
+    headers: dict[str, str],
+    products: list[str],
+    rate: float,
+    seconds: float,
+    results: dict[str, Any],
+) -> None:
+    """``rate`` placements a second for ``seconds`` (open loop), each awaited to its end.
+
+    Through aiohttp: the load generator shares the two cores, and httpx cost it ~2.3 ms
+    of CPU per order (0.14 of a core at 60/s; aiohttp 0.06)."""
+    connector = aiohttp.TCPConnector(limit=200)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
+        began = time.perf_counter()
+        tasks = []
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+            product = products[i % len(products)]
+            tasks.append(asyncio.create_task(one_order(client, url, headers, product, results)))
+        await asyncio.gather(*tasks)
 
 
 async def watch(bootstrap: str, results: dict[str, Any], stop: asyncio.Event) -> None:
@@ -172,16 +203,10 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         bootstrap = f"127.0.0.1:{state['ports']['kafka']}"
         watcher = asyncio.create_task(watch(bootstrap, results, stop))
         await asyncio.sleep(2)  # the watcher's partitions are assigned
-        tasks = []
         share = CpuShare(state).__enter__()
         began = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
-            tasks.append(
-                asyncio.create_task(one_order(http, headers, products[i % len(products)], results))
-            )
+        await place_orders(f"{base}/orders/", headers, products, rate, seconds, results)
         sent_in = time.perf_counter() - began
-        await asyncio.gather(*tasks)
         deadline = time.perf_counter() + 60
         while any(o not in results["outcome"] for o in results["placed"]):
             if time.perf_counter() > deadline:
