@@ -21,6 +21,7 @@ from sqlalchemy import Insert, Table, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from system.chassis import sqlite_inline
@@ -85,6 +86,18 @@ def create_reader(settings: ServiceSettings, writer: AsyncEngine) -> AsyncEngine
     if settings.is_sqlite:
         return _sqlite_engine(settings, settings.sqlite_readers, reader=True)
     return writer
+
+
+def forget_at_transaction_end(key: str) -> None:
+    """Keep ``session.info[key]`` for one transaction: it is dropped when the session's
+    outermost transaction ends, committed or rolled back (a savepoint's end keeps it), so
+    a session reused for its next transaction starts without it."""
+
+    def forget(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:
+            session.info.pop(key, None)
+
+    event.listen(Session, "after_transaction_end", forget)
 
 
 def table_of(model: Any) -> Table:

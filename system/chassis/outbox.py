@@ -70,9 +70,9 @@ from sqlalchemy import (
 )
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from system.chassis.db import table_of
+from system.chassis.db import forget_at_transaction_end, table_of
 from system.events import Event, encode
 
 __all__ = [
@@ -118,6 +118,10 @@ class OutboxMessage(BigIntBase):
     published_at: Mapped[datetime | None]
 
 
+_OUTBOX = table_of(OutboxMessage)
+_INSERT = insert(_OUTBOX)
+
+
 async def stage(session: AsyncSession, event: Event[Any]) -> None:
     """Add ``event`` to the outbox in ``session``'s transaction (commit publishes it).
 
@@ -146,10 +150,6 @@ async def stage(session: AsyncSession, event: Event[Any]) -> None:
     session.info[_STAGED] = True
 
 
-_OUTBOX = table_of(OutboxMessage)
-_INSERT = insert(_OUTBOX)
-
-
 _RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
 
 
@@ -159,13 +159,8 @@ def _after_commit(session: Session) -> None:
             relay.notify()
 
 
-def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # the outermost ended: committed, or rolled back
-        session.info.pop(_STAGED, None)
-
-
 sa_event.listen(Session, "after_commit", _after_commit)
-sa_event.listen(Session, "after_transaction_end", _after_transaction_end)
+forget_at_transaction_end(_STAGED)  # a rollback publishes nothing
 
 
 # -- Kafka -------------------------------------------------------------------------------

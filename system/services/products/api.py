@@ -431,13 +431,22 @@ LINKS = (
 """Create → read → update → restock → reserve → settle → delete, for stateful tests."""
 
 
+async def settle(
+    session: AsyncSession, order_id: str, operation: Any, event: type[Any]
+) -> stock.Reservation:
+    """Release or commit the order's reservation (``operation``) and stage ``event`` if
+    anything moved; a repeat stages nothing. :class:`stock.ReservationConflict` (and
+    :class:`stock.NoReservation`) propagate: the API answers 409, the consumer logs."""
+    settled: stock.Settlement = await operation(session, order_id)
+    if settled.moved:
+        await stage(session, _stock_event(event, settled.reservation))
+    return settled.reservation
+
+
 async def _finish(
     session: AsyncSession, order_id: str, operation: Any, event: type[Any]
 ) -> ReservationView:
     try:
-        settled: stock.Settlement = await operation(session, order_id)
+        return _reservation(await settle(session, order_id, operation, event))
     except stock.ReservationConflict as exc:
         raise ClientException(status_code=409, detail=str(exc)) from None
-    if settled.moved:
-        await stage(session, _stock_event(event, settled.reservation))
-    return _reservation(settled.reservation)

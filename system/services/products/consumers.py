@@ -11,25 +11,20 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from system.chassis.outbox import stage
 from system.events.schemas import Event, StockCommittedV1, StockReleasedV1
 from system.services.products import stock
-from system.services.products.api import _stock_event
+from system.services.products.api import settle
 
 log = logging.getLogger("products.consumers")
 
 
 async def _settle(session: AsyncSession, order_id: str, operation: Any, event: type[Any]) -> None:
     try:
-        settled: stock.Settlement = await operation(session, order_id)
+        await settle(session, order_id, operation, event)
     except stock.NoReservation:
         log.info("order %s holds no reservation: nothing to settle", order_id)
-        return
     except stock.ReservationConflict as exc:
         log.warning("order %s: %s", order_id, exc)
-        return
-    if settled.moved:
-        await stage(session, _stock_event(event, settled.reservation))
 
 
 async def on_order_confirmed(session: AsyncSession, event: Event[Any]) -> None:

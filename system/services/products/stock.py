@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Row, bindparam, event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
-from system.chassis.db import table_of
+from system.chassis.db import forget_at_transaction_end, table_of
 from system.services.products.models import Product, ReservationLine
 
 
@@ -176,10 +176,7 @@ def _apply_moves(session: Session) -> None:
         session.execute(_SETTLE[target], {"the_product": product_id, "n": units})
 
 
-@event.listens_for(Session, "after_transaction_end")
-def _forget_moves(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # rolled back (a commit has applied them already)
-        session.info.pop(_MOVES, None)
+forget_at_transaction_end(_MOVES)  # rolled back (a commit has applied them already)
 
 
 async def _finish(session: AsyncSession, order_id: str, target: str) -> Settlement:
