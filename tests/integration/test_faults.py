@@ -71,13 +71,21 @@ def kafka_api_versions(port: int, timeout: float = 5.0) -> float:
     return time.perf_counter() - began
 
 
-def gone(entry: dict[str, Any]) -> bool:
+def exited(entry: dict[str, Any]) -> bool:
     """The process of ``entry`` no longer runs (exited, or a zombie not yet reaped)."""
     try:
         proc = psutil.Process(entry["pid"])
-        return proc.status() == psutil.STATUS_ZOMBIE or proc.create_time() != entry["create_time"]
+        return proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) or (
+            abs(proc.create_time() - entry["create_time"]) > 0.05
+        )
     except psutil.NoSuchProcess:
         return True
+
+
+def gone(entry: dict[str, Any]) -> bool:
+    """Wait (deadline 5 s) until the process of ``entry`` has exited: the kernel ends a
+    killed process asynchronously, and its parent reaps it when it gets to it."""
+    return bool(poll_until(lambda: exited(entry), f"{entry['name']} to exit", timeout=5.0))
 
 
 def test_kill_replica_kills_one_and_returns_once_the_supervisor_restarted_it(
