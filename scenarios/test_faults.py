@@ -60,7 +60,7 @@ async def test_a_slow_payments_edge_opens_the_breaker_and_orders_cancel_cleanly(
 ) -> None:
     lamp = await admin.create_product(stock=50)
     start = now()
-    with faults.edge_delay("payments", delay_ms=3000):  # beyond the 2 s per-attempt timeout
+    async with faults.edge_delay("payments", delay_ms=3000):  # beyond the 2 s per-attempt timeout
         # the breaker counts a call that failed after its retries: more than its threshold (5)
         placed = await asyncio.gather(*(customer.place_order({lamp.id: 1}) for _ in range(8)))
 
@@ -109,14 +109,14 @@ async def test_an_orders_replica_killed_mid_saga_finishes_it_after_restart(
     admin: Api, customer: Api, faults: Faults, invariants: Settle
 ) -> None:
     lamp = await admin.create_product(stock=5)
-    with faults.edge_delay("payments", delay_ms=1500):  # the saga waits in its authorize step
+    async with faults.edge_delay("payments", delay_ms=1500):  # the saga waits in its authorize step
         placed = await customer.place_order({lamp.id: 1})
 
         async def reserved() -> bool:
             return (await admin.order(placed.order_id)).status == "RESERVED"
 
         await until(reserved, "reserved")
-        with faults.kill_replica("orders"):  # SIGKILL; the exit waits for the restart
+        async with faults.kill_replica("orders"):  # SIGKILL; the exit waits for the restart
             pass
     order = await customer.wait_terminal(placed.order_id, within=60)
     assert order.status == "CONFIRMED", order
@@ -141,7 +141,7 @@ async def test_one_products_replica_killed_under_traffic_fails_no_client_request
     readers = [asyncio.create_task(read_steadily()) for _ in range(2)]
     try:
         await until(lambda: _true_after(statuses, 50), "traffic flowing")
-        with faults.kill_replica("products"):  # the seeded RNG picks one of the two
+        async with faults.kill_replica("products"):  # the seeded RNG picks one of the two
             placed = await customer.place_order({lamp.id: 1})
         order = await customer.wait_terminal(placed.order_id)
         later = sum(statuses.values()) + 50
@@ -162,7 +162,7 @@ async def test_orders_placed_while_kafka_is_down_lose_no_event(
     admin: Api, customer: Api, faults: Faults, invariants: Settle
 ) -> None:
     lamp = await admin.create_product(stock=10)
-    with faults.stop_component("kafka"):
+    async with faults.stop_component("kafka"):
         placed = [await customer.place_order({lamp.id: 1}) for _ in range(3)]
         orders = [await customer.wait_terminal(p.order_id) for p in placed]
         assert {o.status for o in orders} == {"CONFIRMED"}  # the saga is HTTP: no broker needed
@@ -192,7 +192,7 @@ async def test_database_latency_degrades_the_slo_then_it_recovers_with_nothing_l
         await asyncio.sleep(phase)  # traffic for a measurement window, not a wait for state
         before = Window.last(phase)
         key = f"during-db-latency-{lamp.id}"
-        with faults.tcp_toxic("postgres", "latency", latency=50):
+        async with faults.tcp_toxic("postgres", "latency", latency=50):
             try:  # may time out at the gateway: the client retries with the same key
                 await customer.place_order({lamp.id: 1}, idempotency_key=key)
             except ApiError as exc:

@@ -4,6 +4,8 @@ aborted; a TCP toxic in front of Kafka or PostgreSQL; a component stopped and ke
     faults = Faults.for_target(target, seed=1234, log_path=report_dir / "faults.jsonl")
     with faults.kill_replica("orders"):      # the seeded RNG picks the replica
         ...
+    async with faults.edge_delay("payments", delay_ms=500):   # in a coroutine
+        ...
     faults.records                           # what was injected, with its seed
 
 Each kind is a small class registered per flavour (``local``, ``kubernetes``):

@@ -1,22 +1,26 @@
 """``Faults``: the one entry point scenarios use, the same for every flavour.
 
 Each fault is a context manager that applies on entry and always reverts on exit, even
-when the body raises, and appends a :class:`FaultRecord` (parameters, seed, times,
-whether it reverted) to :attr:`Faults.records` and, as a JSON line, to ``log_path``.
-A revert that fails while the body already failed is added as a note to the body's
-exception (never hiding it); a revert that fails after a clean body raises
-:class:`FaultRevertError`.
+when the body raises (``with``, or ``async with`` in a coroutine: then applying and
+reverting run in a worker thread, so the scenario's own traffic keeps flowing while a
+revert waits, e.g. for a killed replica's restart), and appends a :class:`FaultRecord`
+(parameters, seed, times, whether it reverted) to :attr:`Faults.records` and, as a
+JSON line, to ``log_path``. A revert that fails while the body already failed is added
+as a note to the body's exception (never hiding it); a revert that fails after a clean
+body raises :class:`FaultRevertError`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import secrets
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -76,9 +80,13 @@ class Faults:
         return cls(flavour, env, seed=seed, log_path=log_path)
 
     # -- the generic way: any registered kind by name ------------------------------------
+    def inject(self, kind: str, **params: Any) -> Fault:
+        """Apply fault ``kind`` with ``params`` for the duration of the ``with`` (or
+        ``async with``) block."""
+        return Fault(self._inject(kind, **params))
+
     @contextmanager
-    def inject(self, kind: str, **params: Any) -> Iterator[FaultRecord]:
-        """Apply fault ``kind`` with ``params`` for the duration of the ``with`` block."""
+    def _inject(self, kind: str, **params: Any) -> Iterator[FaultRecord]:
         fault = lookup(self.flavour, kind)(**params)
         record = FaultRecord(
             kind=kind,
@@ -175,5 +183,33 @@ class Faults:
             close()
 
 
-Fault = AbstractContextManager[FaultRecord]
-"""What each named fault returns: use it in a ``with`` block."""
+class Fault(AbstractContextManager[FaultRecord], AbstractAsyncContextManager[FaultRecord]):
+    """What each named fault returns: use it in a ``with`` block, or in an ``async with``
+    block inside a coroutine. A synchronous ``with`` there would stop the event loop while
+    the fault applies and reverts (seconds, for a restart), and with it the very traffic
+    the scenario watches; ``async with`` runs them in a worker thread instead."""
+
+    def __init__(self, context: AbstractContextManager[FaultRecord]) -> None:
+        self._context = context
+
+    def __enter__(self) -> FaultRecord:
+        return self._context.__enter__()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return self._context.__exit__(kind, value, traceback)
+
+    async def __aenter__(self) -> FaultRecord:
+        return await asyncio.to_thread(self._context.__enter__)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return await asyncio.to_thread(self._context.__exit__, kind, value, traceback)

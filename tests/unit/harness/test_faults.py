@@ -7,6 +7,7 @@ what each local fault sends to the supervisor, Envoy and Toxiproxy.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections.abc import Callable
@@ -315,6 +316,31 @@ def test_kill_waits_for_the_supervisor_and_names_what_never_happened(
     ):
         pass
     assert "FaultTimeout: timed out after 0.3s" in str(rig.faults.records[0].error)
+    assert rig.procs.sent == [("orders-1", "SIGKILL")]
+
+
+async def test_async_with_keeps_the_event_loop_running_while_the_revert_waits(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """The replica comes back only through a coroutine of the caller's loop (as a
+    scenario's traffic keeps going meanwhile): a revert that blocked the loop would time
+    out; ``async with`` runs it in a worker thread."""
+    rig = make_rig(restarts=False, timeout=5.0)
+    ticks = 0
+
+    async def supervisor() -> None:
+        nonlocal ticks
+        while ticks < 20:  # ~0.1 s of the loop running after the revert began
+            await asyncio.sleep(0.005)
+            ticks += 1
+        rig.procs.table[3].update(ready=True, pid=1021, phase="running")
+
+    async with rig.faults.kill_replica("orders", replica=1) as record:
+        assert rig.procs.table[3]["pid"] is None, "applied on entry"
+        restarting = asyncio.create_task(supervisor())
+    await restarting
+    assert record.reverted
+    assert ticks == 20
     assert rig.procs.sent == [("orders-1", "SIGKILL")]
 
 
