@@ -7,6 +7,11 @@
 Reads every stack process's user + system time (with its children) from the kernel
 before and after, so a figure says which component a unit of work costs most in: the
 lever to pull next, measured on the live stack rather than in-process.
+
+With a ``baseline`` (the same stack measured idle just before), the cost splits in two:
+what the stack spends doing nothing (relays polling, consumers fetching, Kafka's own
+timers, scrapes) and what each unit of work adds. ``capacity`` turns that into the
+ceiling on this machine's cores and the cores a target rate needs.
 """
 
 from __future__ import annotations
@@ -69,6 +74,12 @@ class CpuShare:
         self.seconds = time.perf_counter() - self._began
         self.used = {name: after[name] - self._before[name] for name in after}
 
+    def cores(self, name: str | None = None) -> float:
+        """Cores the stack (or process ``name``) used on average over the window."""
+        if name is not None:
+            return self.used.get(name, 0.0) / self.seconds
+        return sum(v for k, v in self.used.items() if k != "load generator") / self.seconds
+
     def print(self, *, per: float, unit: str) -> None:
         """One line per process: share of a core, and CPU milliseconds per ``unit``."""
         total = sum(v for k, v in self.used.items() if k != "load generator")
@@ -91,3 +102,30 @@ def replica_count(value: str) -> tuple[str, int]:
     if not service or not count.isdigit() or int(count) < 1:
         raise argparse.ArgumentTypeError(f"expected SERVICE=N with N >= 1, got {value!r}")
     return service, int(count)
+
+
+def capacity(
+    idle: CpuShare, loaded: CpuShare, *, done: int, unit: str, target: float | None = None
+) -> None:
+    """Print the fixed cost, the marginal CPU per ``unit`` and what they imply: ``done``
+    units finished in ``loaded``'s window, ``idle`` measured on the same stack unloaded."""
+    if done < 1 or not loaded.seconds or not idle.seconds:
+        return
+    fixed = idle.cores()
+    marginal = (loaded.cores() - fixed) * loaded.seconds / done
+    cores = os.cpu_count() or 1
+    print(
+        f"capacity model: {fixed:.2f} cores fixed (the stack idle), "
+        f"{marginal * 1000:.1f} ms of CPU per {unit} on top; "
+        f"{cores} cores saturate at ~{(cores - fixed) / marginal:.0f} {unit}s/s"
+        + (f"; {target:g}/s needs ~{fixed + target * marginal:.1f} cores" if target else "")
+    )
+    print(f"  {'process':18} {'idle':>9} {'loaded':>9}  marginal per {unit}")
+    for name in sorted(loaded.used, key=lambda n: -loaded.used[n]):
+        if name == "load generator" or loaded.used[name] < 0.01 * loaded.seconds:
+            continue
+        extra = (loaded.cores(name) - idle.cores(name)) * loaded.seconds / done
+        print(
+            f"  {name:18} {idle.cores(name) * 100:7.1f}% {loaded.cores(name) * 100:7.1f}%  "
+            f"{extra * 1000:8.3f} ms"
+        )

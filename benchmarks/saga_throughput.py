@@ -11,7 +11,9 @@ Prints the achieved rate, the errors, and p50/p99 of (a) the 202 answer and (b)
 place-to-confirmed (placement request sent → ``order.confirmed`` received), how many
 consumer batches were redone one by one (deadlocks, conflicts), then where that time
 goes: the steps' timestamps from the histories of up to 300 confirmed orders (read after
-the measurement).
+the measurement). Last, the CPU: per process, and a capacity model from the same stack
+measured idle for ``--idle-seconds`` before the load (fixed cores + CPU per order → the
+rate this machine's cores saturate at, and the cores ``--target`` orders/s would need).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.cpu_share import CpuShare, replica_count
+from benchmarks.cpu_share import CpuShare, capacity, replica_count
 from harness.localstack import free_port_base, local_stack
 from system.events.schemas import decode
 from system.runtime.paths import StackPaths
@@ -176,7 +178,15 @@ async def batch_retries(state: dict[str, Any]) -> dict[str, float]:
     return found
 
 
-async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float) -> None:
+async def run(
+    state: dict[str, Any],
+    data_dir: Path,
+    rate: float,
+    seconds: float,
+    *,
+    idle_seconds: float = 10.0,
+    target: float = 150.0,
+) -> None:
     base = f"http://127.0.0.1:{state['ports']['gateway']}/api/v1"
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     results: dict[str, Any] = {"accept": [], "errors": [], "placed": {}, "outcome": {}}
@@ -203,6 +213,8 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
         bootstrap = f"127.0.0.1:{state['ports']['kafka']}"
         watcher = asyncio.create_task(watch(bootstrap, results, stop))
         await asyncio.sleep(2)  # the watcher's partitions are assigned
+        with CpuShare(state) as idle:
+            await asyncio.sleep(idle_seconds)
         share = CpuShare(state).__enter__()
         began = time.perf_counter()
         await place_orders(f"{base}/orders/", headers, products, rate, seconds, results)
@@ -263,6 +275,7 @@ async def run(state: dict[str, Any], data_dir: Path, rate: float, seconds: float
                 f"p99 {pct(values, 99) * 1000:7.1f} ms"
             )
     share.print(per=len(outcome), unit="order")
+    capacity(idle, share, done=len(outcome), unit="order", target=target)
 
 
 def main() -> None:
@@ -271,6 +284,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--sampling", type=float, default=1.0)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=10.0, help="the idle window of the capacity model"
+    )
+    parser.add_argument(
+        "--target", type=float, default=150.0, help="orders/s the capacity model sizes for"
+    )
     parser.add_argument(
         "--replicas", action="append", default=[], metavar="SERVICE=N", type=replica_count
     )
@@ -290,7 +309,16 @@ def main() -> None:
         settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
         paths = StackPaths.for_stack("saga", home)
         with local_stack(paths, settings) as state:
-            asyncio.run(run(state, paths.data, args.rate, args.seconds))
+            asyncio.run(
+                run(
+                    state,
+                    paths.data,
+                    args.rate,
+                    args.seconds,
+                    idle_seconds=args.idle_seconds,
+                    target=args.target,
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The baseline of the catalog-read benchmark: a trivial Litestar handler, served the same
-way as every service (granian, one process), started by the supervisor like one."""
+way as every service (the chassis' server, one process), started by the supervisor like one."""
 
 from __future__ import annotations
 

@@ -1,41 +1,74 @@
 """Run a service: ``python -m system.services.<name>``.
 
-One process per replica: granian's embedded server in this process's event loop (a
-separate worker process would double each replica's memory). On SIGTERM the server
-stops accepting, drains in-flight requests, then the app's lifespan ends, which is when
-the chassis flushes the outbox and the span exporter.
+One process per replica: uvicorn's server (HTTP/1, httptools' C parser) in this
+process's event loop. Every request is parsed, handled and answered on that one thread:
+granian, the server before, handed each request from its Rust threads to the loop and
+back, which cost about twice the CPU per request at the few concurrent requests a
+service sees (``benchmarks/server_cost.py``). On SIGTERM the server stops accepting,
+drains in-flight requests, then the app's lifespan ends, which is when the chassis
+flushes the outbox and the span exporter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import uvicorn
 import uvloop
-from granian.constants import HTTPModes, Interfaces
-from granian.server.embed import Server
 from litestar import Litestar
 
 from system.chassis.settings import ServiceSettings
 
+KEEP_ALIVE_S = 4000
+"""Idle keep-alive connections stay open longer than Envoy keeps its idle upstream
+connections (one hour): the proxy, not the server, closes them, so Envoy never sends a
+request on a connection the server is closing."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with the process's signals left to :func:`_serve`: uvicorn's own
+    handlers re-raise the signal once it has shut down, which would end the process by
+    SIGTERM instead of letting the runner close the loop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def server(app: Litestar, settings: ServiceSettings) -> uvicorn.Server:
+    """The server of one replica, not started."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="none",  # the running loop: see serve()
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        log_config=None,  # the chassis' JSON logging stays as configured
+        access_log=False,  # Envoy logs every request
+        proxy_headers=False,
+        server_header=False,
+        backlog=2048,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
+    return _Server(config)
+
 
 async def _serve(app: Litestar, settings: ServiceSettings) -> None:
-    server = Server(
-        app,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        http=HTTPModes.http1,
-        websockets=False,
-        backlog=2048,
-        log_access=False,
-    )
+    running = server(app, settings)
+
+    def stop() -> None:
+        running.should_exit = True
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.stop)
-    await server.serve()
+        loop.add_signal_handler(sig, stop)
+    await running.serve()  # a failing lifespan start-up exits with status 3 (logged)
 
 
 def _freeze_startup_heap() -> None:
