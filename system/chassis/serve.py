@@ -28,6 +28,11 @@ KEEP_ALIVE_S = 4000
 connections (one hour): the proxy, not the server, closes them, so Envoy never sends a
 request on a connection the server is closing."""
 
+DRAIN_S = 5
+"""On SIGTERM, requests in flight get this long to finish before they are cancelled, so
+the lifespan's shutdown (outbox and span flush) still runs within the supervisor's
+grace (15 s) before its SIGKILL."""
+
 
 class _Server(uvicorn.Server):
     """uvicorn's server with the process's signals left to :func:`_serve`: uvicorn's own
@@ -55,6 +60,7 @@ def server(app: Litestar, settings: ServiceSettings) -> uvicorn.Server:
         server_header=False,
         backlog=2048,
         timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=DRAIN_S,
     )
     return _Server(config)
 
