@@ -152,6 +152,20 @@ class _Outgoing:
     headers: dict[str, str]
 
 
+async def _through(
+    transport: httpx.AsyncBaseTransport, request: _Outgoing, headers: dict[str, str]
+) -> httpx.Response:
+    """One exchange through an httpx transport in place of the network (the tests'
+    in-process mesh)."""
+    outgoing = httpx.Request(request.method, request.url, content=request.body, headers=headers)
+    response = await transport.handle_async_request(outgoing)
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+    return httpx.Response(response.status_code, headers=response.headers, content=response.content)
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, UpstreamFailed):
         return exc.status is None or exc.status in RETRYABLE_STATUSES
@@ -343,7 +357,7 @@ class MeshClient:
             if self._transport is None:
                 response = await self._exchange(request, headers)
             else:
-                response = await self._through_transport(request, headers)
+                response = await _through(self._transport, request, headers)
             if span.is_recording():
                 span.set_attribute("http.status_code", response.status_code)
                 if response.status_code >= 400:  # a client span's error, as the spec has it
@@ -362,20 +376,6 @@ class MeshClient:
         ) as answer:
             content = await answer.read()
         return httpx.Response(answer.status, headers=answer.raw_headers, content=content)
-
-    async def _through_transport(
-        self, request: _Outgoing, headers: dict[str, str]
-    ) -> httpx.Response:
-        assert self._transport is not None
-        outgoing = httpx.Request(request.method, request.url, content=request.body, headers=headers)
-        response = await self._transport.handle_async_request(outgoing)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return httpx.Response(
-            response.status_code, headers=response.headers, content=response.content
-        )
 
     def _on_breaker_event(self, name: str, kind: str, event: Event) -> None:
         if isinstance(event, ContextChanged):
