@@ -8,9 +8,9 @@ Reads every stack process's user + system time (with its children) from the kern
 before and after, so a figure says which component a unit of work costs most in: the
 lever to pull next, measured on the live stack rather than in-process.
 
-With a ``baseline`` (the same stack measured idle just before), the cost splits in two:
-what the stack spends doing nothing (relays polling, consumers fetching, Kafka's own
-timers, scrapes) and what each unit of work adds. ``capacity`` turns that into the
+Measured once idle just before the load and once under it, the cost splits in two
+(:func:`capacity`): what the stack spends doing nothing (relays polling, consumers
+fetching, Kafka's own timers, scrapes) and what each unit of work adds; that gives the
 ceiling on this machine's cores and the cores a target rate needs.
 """
 
