@@ -113,6 +113,9 @@ def capacity(
         return
     fixed = idle.cores()
     marginal = (loaded.cores() - fixed) * loaded.seconds / done
+    if marginal <= 0:
+        print("capacity model: the load used no more CPU than the idle stack; run it longer")
+        return
     cores = os.cpu_count() or 1
     print(
         f"capacity model: {fixed:.2f} cores fixed (the stack idle), "

@@ -294,6 +294,8 @@ def main() -> None:
         "--replicas", action="append", default=[], metavar="SERVICE=N", type=replica_count
     )
     args = parser.parse_args()
+    if args.idle_seconds < 1 or args.target <= 0 or args.rate <= 0 or args.seconds <= 0:
+        parser.error("--rate, --seconds and --target must be > 0, --idle-seconds at least 1")
     with tempfile.TemporaryDirectory(prefix="bench-saga-") as home_name:
         home = Path(home_name)
         topology = home / "topology.toml"
