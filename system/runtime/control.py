@@ -6,6 +6,7 @@ Used by the ``harness`` CLI and the pytest plugin. The supervisor itself is
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,20 @@ from system.runtime.topology import Topology
 DAEMON_MODULE = "system.runtime.daemon"
 _launched: dict[int, subprocess.Popen[bytes]] = {}
 """Supervisors this process launched, kept so they can be reaped (no zombie, no warning)."""
+
+
+@atexit.register
+def _leave_running_supervisors() -> None:
+    """A supervisor may outlive the process that launched it, by design: the pytest worker
+    that started the session's stack exits before the controller stops it. Its handle is
+    dropped here without the "subprocess is still running" warning that Popen gives at
+    interpreter exit (an error under ``-W error``, a traceback in every CI log)."""
+    for pid in list(_launched):
+        proc = _launched.pop(pid)
+        if proc.poll() is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                del proc  # the handle's finalizer runs here, warning filtered
 
 
 class StackError(RuntimeError):

@@ -318,3 +318,33 @@ def test_the_holds_folder_is_read_by_name_and_cleared_with_the_stack(tmp_path: P
     assert read_holds(paths) == {"kafka"}
     control.stop(paths)  # not running: still leaves no state, lock or hold behind
     assert read_holds(paths) == set()
+
+
+def test_a_launcher_that_exits_before_its_supervisor_leaves_no_warning(tmp_path: Path) -> None:
+    """The pytest worker that started the session's stack exits while the stack runs: its
+    handle on the supervisor must go quietly, even under ``-W error``."""
+    pid_file = tmp_path / "pid"
+    launcher = (
+        "import subprocess, sys\n"
+        "from system.runtime import control\n"
+        "proc = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'],\n"
+        "                        start_new_session=True, stdin=subprocess.DEVNULL,\n"
+        "                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "control._launched[proc.pid] = proc\n"
+        f"with open({str(pid_file)!r}, 'w') as out:\n"
+        "    out.write(str(proc.pid))\n"
+        "del proc\n"
+    )
+    done = psutil.Popen(
+        [sys.executable, "-W", "error", "-c", launcher],
+        cwd=Path(control.__file__).parents[2],
+        stderr=-1,
+    )
+    try:
+        _, stderr = done.communicate(timeout=30)
+        assert done.returncode == 0, stderr
+        assert b"still running" not in stderr, stderr.decode()
+        assert stderr == b""
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
