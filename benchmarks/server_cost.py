@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import uvloop
 from litestar import Litestar, post
 
 from benchmarks.catalog_read import wrk
+from harness.localstack import free_port
 
 BODY = (
     '{"user_id":"01a22b67-17d3-70b2-85e4-3a9eef6f7e62",'
@@ -75,12 +75,6 @@ def run_server(kind: str, port: int) -> None:
     )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(embedded.serve())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def measure(kind: str, connections: list[int], seconds: int, script: Path) -> dict[int, dict]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,15 @@ def _xdist_partition() -> tuple[int, int]:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     return int(worker.removeprefix("gw") or 0) % max(count, 1), max(count, 1)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (the system picks it): for a
+    one-off server, or an address that refuses connections."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def free_port_base(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -29,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from harness.localstack import free_port
 from system.chassis.db import create_engine
 from system.chassis.inbox import EventConsumer, InboxEntry
 from system.chassis.outbox import OutboxMessage, OutboxRelay, Producer, stage
@@ -122,13 +122,6 @@ def spans_of(exporter: InMemorySpanExporter, kind: SpanKind, message_id: str) ->
         for s in exporter.get_finished_spans()
         if s.kind is kind and (s.attributes or {}).get("messaging.message.id") == message_id
     ]
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # -- exactly once, one trace ------------------------------------------------------------
@@ -277,7 +270,7 @@ async def assert_published_in_order(
 async def test_the_relay_keeps_events_while_kafka_is_unreachable(
     bootstrap: str, tmp_path: Path
 ) -> None:
-    target: dict[str, Any] = {"bootstrap": f"127.0.0.1:{closed_port()}", "calls": 0}
+    target: dict[str, Any] = {"bootstrap": f"127.0.0.1:{free_port()}", "calls": 0}
     keys = [f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"]
     async with service_db(tmp_path, "orders") as orders:
         relay = OutboxRelay(

@@ -4,7 +4,6 @@ metrics and trace context, as a callee sees them."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
+from harness.localstack import free_port
 from system.chassis.outbound import (
     MeshClient,
     UpstreamFailed,
@@ -207,9 +207,7 @@ async def test_timeout_per_call(make_mesh: MakeMesh, upstream: Upstream) -> None
 async def test_refused_connection_is_a_failure_not_a_timeout(
     make_mesh: MakeMesh, telemetry: Telemetry
 ) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    closed = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     mesh = make_mesh(upstreams={"gone": closed})
     with pytest.raises(UpstreamFailed) as failed:
         await mesh.request("gone", "GET", "/")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +22,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from harness.localstack import free_port
 from system.chassis.db import create_engine
 from system.chassis.inbox import EventConsumer, InboxEntry, Outcome
 from system.chassis.outbox import OutboxMessage, OutboxRelay, Producer, stage
@@ -528,7 +528,7 @@ def _attr(span: ReadableSpan, name: str) -> Any:
 async def test_a_consumer_without_kafka_keeps_trying_and_stops_cleanly(maker: Maker) -> None:
     consumer = EventConsumer(
         maker,
-        f"127.0.0.1:{_closed_port()}",
+        f"127.0.0.1:{free_port()}",
         "unit",
         ["orders.events"],
         {"order.placed": record_effect},
@@ -542,13 +542,6 @@ async def test_a_consumer_without_kafka_keeps_trying_and_stops_cleanly(maker: Ma
     await consumer.stop(grace=5.0)
     assert asyncio.get_running_loop().time() - began < 2.0
     assert not consumer.running
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.mark.asyncio

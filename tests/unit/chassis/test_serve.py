@@ -9,14 +9,9 @@ import socket
 import aiohttp
 from litestar import Litestar, get
 
+from harness.localstack import free_port
 from system.chassis.serve import server
 from system.chassis.settings import ServiceSettings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_stopping_drains_the_request_in_flight_then_ends_the_lifespan() -> None:
