@@ -82,7 +82,7 @@ class CpuShare:
 
     def print(self, *, per: float, unit: str) -> None:
         """One line per process: share of a core, and CPU milliseconds per ``unit``."""
-        total = sum(v for k, v in self.used.items() if k != "load generator")
+        total = self.cores() * self.seconds
         print(
             f"CPU by process over {self.seconds:.1f} s: {total / self.seconds:.2f} cores "
             f"for the stack ({total / max(per, 1) * 1000:.3f} ms per {unit}), plus the "
