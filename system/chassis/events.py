@@ -12,12 +12,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.health import ReadyCheck
-from system.chassis.inbox import EventConsumer, Handler
+from system.chassis.inbox import AnyHandler, EventConsumer
 from system.chassis.outbox import OutboxRelay
 from system.chassis.settings import ServiceSettings
 from system.events.schemas import Event, topic_for
 
-EventHandler = Handler
+EventHandler = AnyHandler
 log = logging.getLogger("chassis.events")
 
 

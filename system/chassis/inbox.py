@@ -31,6 +31,11 @@ Choices:
 * **Tracing**: the handler runs inside a CONSUMER span ``"<topic> process"`` whose parent
   is the producer's span (W3C context from the Kafka headers), so events staged by the
   handler continue the same trace.
+* **Batched handlers** (:class:`Batched`) get every consecutive event of a fetched batch
+  that they handle in one call, so a projection writes them in one statement (the
+  analytics projection ran one insert per event, six per order). Per-event handlers keep
+  their place in between: events are applied in the order they were fetched. A batched
+  call runs in the span of its first message.
 
 Handlers receive the open session and must not commit it; on SQLite they should not wait
 on the network either, since the engine's one connection is held meanwhile.
@@ -45,6 +50,7 @@ import logging
 import random
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -61,6 +67,7 @@ from system.chassis.db import insert_if_absent, table_of
 from system.events import Event, EventError, decode
 
 __all__ = [
+    "Batched",
     "ConsumerRecordLike",
     "EventConsumer",
     "Handler",
@@ -74,6 +81,25 @@ TRACER_NAME = "system.chassis.inbox"
 
 Handler = Callable[[AsyncSession, Event[Any]], Awaitable[None]]
 """``async def handle(session, event) -> None``: apply the event's effects in ``session``."""
+
+
+@dataclass(frozen=True)
+class Batched:
+    """``async def apply(session, events) -> None``, registered as a handler: applies the
+    effects of several events at once (they are in fetch order, never duplicates)."""
+
+    apply: Callable[[AsyncSession, Sequence[Event[Any]]], Awaitable[None]]
+
+
+AnyHandler = Handler | Batched
+"""What an event type is registered with."""
+
+
+async def _run_handler(handler: AnyHandler, session: AsyncSession, event: Event[Any]) -> None:
+    if isinstance(handler, Batched):
+        await handler.apply(session, [event])
+    else:
+        await handler(session, event)
 
 
 class InboxEntry(DefaultBase):
@@ -201,7 +227,7 @@ class EventConsumer:
         bootstrap: str,
         group_id: str,
         topics: Sequence[str],
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, AnyHandler],
         *,
         name: str | None = None,
         max_attempts: int = 5,
@@ -373,7 +399,7 @@ class EventConsumer:
         message by message through :meth:`process`, with its retries and skips.
         """
         outcomes: dict[int, Outcome] = {}
-        pending: list[tuple[int, Event[Any], Handler, Span]] = []
+        pending: list[tuple[int, Event[Any], AnyHandler, Span]] = []
         for index, record in enumerate(records):
             span = self._start_span(record)
             try:
@@ -413,7 +439,7 @@ class EventConsumer:
         return [outcomes[i] for i in range(len(records))]
 
     async def _apply_batch(
-        self, pending: Sequence[tuple[int, Event[Any], Handler, Span]]
+        self, pending: Sequence[tuple[int, Event[Any], AnyHandler, Span]]
     ) -> list[Outcome]:
         ids = [event.id for _, event, _, _ in pending]
         outcomes: list[Outcome] = []
@@ -430,10 +456,20 @@ class EventConsumer:
                 fresh.append(self._row(event, now))
             if fresh:
                 await session.execute(_INSERT, fresh)
+            run: list[tuple[Batched, Span, Event[Any]]] = []  # one batched handler's events
             for (_, event, handler, span), outcome in zip(pending, outcomes, strict=True):
-                if outcome is Outcome.PROCESSED:
-                    with trace.use_span(span, record_exception=False):
-                        await handler(session, event)
+                if outcome is not Outcome.PROCESSED:
+                    continue
+                if run and handler is not run[0][0]:
+                    await _apply_run(session, run)
+                    run = []
+                if isinstance(handler, Batched):
+                    run.append((handler, span, event))
+                    continue
+                with trace.use_span(span, record_exception=False):
+                    await handler(session, event)
+            if run:
+                await _apply_run(session, run)
         return outcomes
 
     # -- one message ---------------------------------------------------------------------
@@ -500,7 +536,7 @@ class EventConsumer:
         span.set_attribute("inbox.outcome", outcome.value)
         return outcome
 
-    async def _handle(self, span: Span, event: Event[Any], handler: Handler) -> Outcome:
+    async def _handle(self, span: Span, event: Event[Any], handler: AnyHandler) -> Outcome:
         backoff = self._retry_backoff
         for attempt in range(1, self._max_attempts + 1):
             try:
@@ -540,13 +576,13 @@ class EventConsumer:
             return self._done(span, outcome)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _apply(self, event: Event[Any], handler: Handler) -> Outcome:
+    async def _apply(self, event: Event[Any], handler: AnyHandler) -> Outcome:
         """The inbox row and the handler's effects, in one transaction (a row already
         there, or inserted meanwhile by another consumer, means a duplicate)."""
         async with self._session_maker() as session, session.begin():
             if not await insert_if_absent(session, InboxEntry, self._row(event, datetime.now(UTC))):
                 return Outcome.DUPLICATE
-            await handler(session, event)
+            await _run_handler(handler, session, event)
         return Outcome.PROCESSED
 
     def _row(self, event: Event[Any], now: datetime) -> dict[str, Any]:
@@ -557,3 +593,10 @@ class EventConsumer:
             "event_type": event.type,
             "processed_at": now,
         }
+
+
+async def _apply_run(session: AsyncSession, run: list[tuple[Batched, Span, Event[Any]]]) -> None:
+    """Consecutive events of one batched handler, in the span of the first."""
+    handler, span, _ = run[0]
+    with trace.use_span(span, record_exception=False):
+        await handler.apply(session, [event for _, _, event in run])

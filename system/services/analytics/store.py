@@ -19,16 +19,20 @@ CHUNK = 500
 """Ids per ``IN (...)`` list (well under SQLite's bound-parameter limit)."""
 
 
-async def record(session: AsyncSession, fact: Fact) -> bool:
-    """Store ``fact`` unless its event is already counted; ``True`` if it was stored."""
-    row = {
-        "event_id": fact.event_id,
-        "event_type": fact.event_type,
-        "minute": fact.minute,
-        "amount_cents": fact.amount_cents,
-        "reason": fact.reason,
-    }
-    return await insert_if_absent(session, CountedEvent, row) == 1
+async def record(session: AsyncSession, facts: Sequence[Fact]) -> int:
+    """Store the ``facts`` whose events are not counted yet, in one statement; how many
+    were stored."""
+    rows = [
+        {
+            "event_id": fact.event_id,
+            "event_type": fact.event_type,
+            "minute": fact.minute,
+            "amount_cents": fact.amount_cents,
+            "reason": fact.reason,
+        }
+        for fact in facts
+    ]
+    return await insert_if_absent(session, CountedEvent, rows)
 
 
 async def read_summary(session: AsyncSession) -> Summary:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from harness.localstack import free_port
 from system.chassis.db import create_engine
-from system.chassis.inbox import EventConsumer, InboxEntry, Outcome
+from system.chassis.inbox import Batched, EventConsumer, InboxEntry, Outcome
 from system.chassis.outbox import OutboxMessage, OutboxRelay, Producer, stage
 from system.chassis.settings import ServiceSettings
 from system.events import (
@@ -606,6 +606,44 @@ async def test_a_failing_batch_leaves_nothing_and_is_processed_one_by_one(
     finished = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
     assert sorted(_attr(s, "messaging.kafka.offset") for s in finished) == [0, 1, 2]
     assert {_attr(s, "inbox.outcome") for s in finished} == {"processed"}
+
+
+@pytest.mark.asyncio
+async def test_a_batched_handler_gets_its_consecutive_events_in_one_call_in_fetch_order(
+    maker: Maker,
+) -> None:
+    calls: list[list[str]] = []
+
+    async def record_all(session: AsyncSession, events: Sequence[Event[Any]]) -> None:
+        calls.append([e.key for e in events])
+        for event in events:
+            await record_effect(session, event)
+
+    batched = Batched(record_all)
+    consumer = consumer_for(
+        maker,
+        {"order.placed": batched, "order.confirmed": batched, "user.registered": record_effect},
+    )
+    one, two, three, four = (placed(f"o-{n}") for n in range(4))
+    user = new_event(UserRegisteredV1(user_id="u", email="e@x", role="admin"))
+    batch = [record(e, offset=i) for i, e in enumerate([one, two, two, user, three, four])]
+    assert await consumer.process_batch(batch) == [
+        Outcome.PROCESSED,
+        Outcome.PROCESSED,
+        Outcome.DUPLICATE,
+        Outcome.PROCESSED,
+        Outcome.PROCESSED,
+        Outcome.PROCESSED,
+    ]
+    # the per-event handler keeps its place between two calls of the batched one
+    assert calls == [["o-0", "o-1"], ["o-2", "o-3"]]
+    assert [note for _, note in await effects(maker)] == ["order.placed"] * 2 + [
+        "user.registered"
+    ] + ["order.placed"] * 2
+    # one by one (a redelivery, or a failed batch redone), it gets a single event
+    five = placed("o-5")
+    assert await consumer.process(record(five)) is Outcome.PROCESSED
+    assert calls[-1] == ["o-5"]
 
 
 @pytest.mark.asyncio

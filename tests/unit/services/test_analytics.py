@@ -131,7 +131,7 @@ def as_json(summary: Summary) -> Any:
 async def handle(client: Client, *events: Event[Any]) -> None:
     for event in events:
         async with client.app.state.events.session_maker() as session, session.begin():
-            await count(session, event)
+            await count(session, [event])
 
 
 async def summary(client: Client, headers: dict[str, str]) -> Any:

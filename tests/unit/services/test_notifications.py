@@ -69,7 +69,7 @@ async def handle(client: Client, *events: Event[Any]) -> None:
     """Each event through the handler, in its own transaction (as the inbox runs it)."""
     for event in events:
         async with client.app.state.events.session_maker() as session, session.begin():
-            await notify(session, event)
+            await notify(session, [event])
 
 
 async def stored(client: Client) -> list[Notification]:
