@@ -5,8 +5,9 @@
     share.print(per=requests, unit="request")
 
 Reads every stack process's user + system time (with its children) from the kernel
-before and after, so a figure says which component a unit of work costs most in: the
-lever to pull next, measured on the live stack rather than in-process.
+before and after, and the supervisor's own (it probes every process all along), so a
+figure says which component a unit of work costs most in: the lever to pull next,
+measured on the live stack rather than in-process.
 
 Measured once idle just before the load and once under it, the cost splits in two
 (:func:`capacity`): what the stack spends doing nothing (relays polling, consumers
@@ -26,12 +27,12 @@ from typing import Any
 import psutil
 
 
-def _cpu_seconds(pid: int | None) -> float:
+def _cpu_seconds(pid: int | None, *, children: bool = True) -> float:
     if not pid:
         return 0.0
     try:
         root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
+        tree = [root, *(root.children(recursive=True) if children else ())]
     except psutil.Error:
         return 0.0
     total = 0.0
@@ -49,11 +50,13 @@ class CpuShare:
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.pids = {p["name"]: p.get("pid") for p in state["processes"]}
+        self.supervisor: int | None = state.get("supervisor_pid")
         self.used: dict[str, float] = {}
         self.seconds = 0.0
 
     def _read(self) -> dict[str, float]:
         used = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        used["supervisor"] = _cpu_seconds(self.supervisor, children=False)  # not its processes
         # the load generator shares the machine: this process, and the children it
         # waited for (wrk)
         me, children = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import pwd
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +54,20 @@ def as_user(user: str | None) -> dict[str, Any]:
     return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every probe's client. httpx builds a new one per client by
+    default, loading the CA bundle each time: 23 ms of CPU, which at a probe per process
+    every 2 s was ~12% of a core of the supervisor, all the stack's life."""
+    return ssl.create_default_context()
+
+
 def http_probe(url: str, *, timeout: float = 1.0) -> Probe:
     """Ready when ``url`` answers a 2xx."""
 
     async def probe() -> bool:
         try:
-            async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+            async with httpx.AsyncClient(timeout=timeout, trust_env=False, verify=_tls()) as client:
                 response = await client.get(url)
         except httpx.HTTPError:
             return False

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from system.runtime import control
 from system.runtime.control import read_holds
 from system.runtime.paths import StackPaths
-from system.runtime.process import ProcessSpec
+from system.runtime.process import ProcessSpec, http_probe
 from system.runtime.supervisor import Backoff, Supervisor, SupervisorError, stop_layers
 
 FAST = Backoff(initial=0.05, factor=2.0, maximum=0.2, stable_after=5.0)
@@ -348,3 +350,34 @@ def test_a_launcher_that_exits_before_its_supervisor_leaves_no_warning(tmp_path:
     finally:
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.asyncio
+async def test_an_http_probe_answers_without_building_a_tls_context_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A probe runs every 2 s per process for the stack's whole life: a TLS context per
+    call (httpx's default, 23 ms of CPU loading the CA bundle) was most of the
+    supervisor's CPU."""
+    built: list[int] = []
+    original = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    answers = iter((b"503 Service Unavailable", b"200 OK", b"200 OK", b"200 OK"))
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 " + next(answers) + b"\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        probe = http_probe(f"http://127.0.0.1:{port}/health")
+        assert [await probe() for _ in range(4)] == [False, True, True, True]
+    assert len(built) <= 1
