@@ -15,11 +15,17 @@ thread hop per cursor operation, a busy lock waited for asynchronously);
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Insert, Table, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import AsyncAdaptedQueuePool
@@ -34,6 +40,8 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 READER_PRAGMAS = (*SQLITE_PRAGMAS, "PRAGMA query_only=ON")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -100,6 +108,29 @@ def forget_at_transaction_end(key: str) -> None:
     event.listen(Session, "after_transaction_end", forget)
 
 
+async def in_transaction(
+    maker: async_sessionmaker[AsyncSession],
+    work: Callable[Concatenate[Session, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """``work(session, *args, **kwargs)`` in a transaction of its own, committed when it
+    returns and rolled back if it raises, all in one greenlet (``run_sync``).
+
+    Every awaited statement, ``begin``, ``commit`` and ``close`` of an ``AsyncSession``
+    starts a greenlet of its own, and each new greenlet maps and unmaps a frame stack
+    chunk (~10 µs here) on top of the async layer's own cost. A saga step's transaction
+    (three to five statements) cost ~20% less this way. ``work`` runs on the event
+    loop's thread and must not block: statements only, no network."""
+
+    def committed(session: Session) -> T:
+        with session.begin():
+            return work(session, *args, **kwargs)
+
+    async with maker() as session:
+        return await session.run_sync(committed)
+
+
 def table_of(model: Any) -> Table:
     """The Core table behind an ORM model (or the table itself), for Core statements."""
     table = getattr(model, "__table__", model)
@@ -125,6 +156,14 @@ def _insert_if_absent_sql(element: InsertIfAbsent, compiler: Any, **kw: Any) -> 
 @compiles(InsertIfAbsent)
 def _insert_if_absent_elsewhere(element: InsertIfAbsent, compiler: Any, **kw: Any) -> str:
     raise NotImplementedError(f"insert_if_absent on {compiler.dialect.name}")
+
+
+def insert_if_absent_in(
+    session: Session, model: Any, rows: dict[str, Any] | list[dict[str, Any]]
+) -> int:
+    """:func:`insert_if_absent` for code that runs in :func:`in_transaction`."""
+    result = session.execute(_insert_if_absent(table_of(model)), rows)
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def insert_if_absent(

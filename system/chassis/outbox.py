@@ -72,7 +72,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from system.chassis.db import forget_at_transaction_end, table_of
+from system.chassis.db import forget_at_transaction_end, in_transaction, table_of
 from system.events import Event, encode
 
 __all__ = [
@@ -82,6 +82,7 @@ __all__ = [
     "ProducerFactory",
     "kafka_producer_factory",
     "stage",
+    "stage_in",
 ]
 
 log = logging.getLogger("system.chassis.outbox")
@@ -131,23 +132,31 @@ async def stage(session: AsyncSession, event: Event[Any]) -> None:
     than the insert), so rows keep the order they were staged in, and a savepoint rolled
     back takes its own rows with it.
     """
+    await session.execute(_INSERT, _row(event))
+    session.info[_STAGED] = True
+
+
+def stage_in(session: Session, event: Event[Any]) -> None:
+    """:func:`stage` for code that runs in :meth:`AsyncSession.run_sync` (a whole
+    transaction in one greenlet: each awaited statement starts one, at ~10 µs each)."""
+    session.execute(_INSERT, _row(event))
+    session.info[_STAGED] = True
+
+
+def _row(event: Event[Any]) -> dict[str, Any]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    await session.execute(
-        _INSERT,
-        {
-            "event_id": str(event.id),
-            "topic": event.topic,
-            "key": event.key,
-            "event_type": event.type,
-            "event_version": event.version,
-            "payload": encode(event),
-            "headers": carrier,
-            "created_at": datetime.now(UTC),
-            "published_at": None,
-        },
-    )
-    session.info[_STAGED] = True
+    return {
+        "event_id": str(event.id),
+        "topic": event.topic,
+        "key": event.key,
+        "event_type": event.type,
+        "event_version": event.version,
+        "payload": encode(event),
+        "headers": carrier,
+        "created_at": datetime.now(UTC),
+        "published_at": None,
+    }
 
 
 _RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
@@ -250,6 +259,10 @@ _ROW_COLUMNS = tuple(
 # Built once: a statement built per cycle costs more than running it.
 _COUNT_UNPUBLISHED = select(func.count()).where(_OUTBOX.c.published_at.is_(None))
 _MARK_PUBLISHED = update(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def _mark(session: Session, ids: list[Any], now: datetime) -> None:
+    session.execute(_MARK_PUBLISHED, {"ids": ids, "published_at": now})
 
 
 _CLOSE_GRACE = 2.0
@@ -515,11 +528,7 @@ class OutboxRelay:
         """One batch: read, publish, mark. Returns how many rows are still pending."""
         self._cycles += 1
         cycle = self._cycles
-        async with self._session_maker() as session:
-            rows = list((await session.execute(self._unpublished)).all())
-            pending = len(rows)
-            if pending == self._batch:
-                pending = int((await session.execute(_COUNT_UNPUBLISHED)).scalar_one())
+        rows, pending = await in_transaction(self._session_maker, self._unpublished_rows)
         failure: _PublishFailed | None = None
         published: list[Any] = []
         if rows:
@@ -540,6 +549,14 @@ class OutboxRelay:
             async with self._idle:
                 self._idle.notify_all()
         return remaining
+
+    def _unpublished_rows(self, session: Session) -> tuple[list[Any], int]:
+        """The next batch of rows to publish, and how many are waiting in all."""
+        rows = list(session.execute(self._unpublished).all())
+        pending = len(rows)
+        if pending == self._batch:
+            pending = int(session.execute(_COUNT_UNPUBLISHED).scalar_one())
+        return rows, pending
 
     async def _publish(self, producer: Producer, rows: Sequence[Any]) -> list[Any]:
         """Send ``rows`` in waves (one message per key in flight); the ones acknowledged.
@@ -646,8 +663,7 @@ class OutboxRelay:
     async def _mark_published(self, rows: Sequence[Any]) -> None:
         now = datetime.now(UTC)
         ids = [row.id for row in rows]
-        async with self._session_maker() as session, session.begin():
-            await session.execute(_MARK_PUBLISHED, {"ids": ids, "published_at": now})
+        await in_transaction(self._session_maker, _mark, ids, now)
         for row in rows:
             self._metrics.published.labels(row.topic).inc()
             created = row.created_at

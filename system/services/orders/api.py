@@ -14,6 +14,7 @@ from msgspec import Meta, Struct
 from opentelemetry import propagate
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from system.chassis.auth import Principal
 from system.chassis.db import table_of
@@ -24,7 +25,8 @@ from system.chassis.paging import Offset
 from system.chassis.problems import problem_response, problem_responses
 from system.events.schemas import uuid7
 from system.services.orders import store
-from system.services.orders.aggregate import OrderState
+from system.services.orders.aggregate import DomainEvent, OrderState
+from system.services.orders.leases import Lease, SagaLeases
 from system.services.orders.models import IdempotencyKey, OrderView
 from system.services.orders.settings import OrdersSettings
 
@@ -113,6 +115,19 @@ def _accepted(order: OrderResource, settings: OrdersSettings) -> Response[Any]:
     )
 
 
+def _place(
+    session: Session, leases: SagaLeases, placed: DomainEvent, key: dict[str, str]
+) -> tuple[OrderState, Lease]:
+    """The placing transaction, committed, in one greenlet (``run_sync``): the order's
+    first event (with its read model row and ``order.placed`` in the outbox), its saga's
+    lease and its Idempotency-Key."""
+    state = store.append_in(session, OrderState(key["order_id"]), [placed])
+    lease = leases.hold(session, key["order_id"])
+    session.execute(_INSERT_KEY, key)
+    session.commit()
+    return state, lease
+
+
 def _request_hash(body: PlaceOrder) -> str:
     return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
 
@@ -185,19 +200,14 @@ class OrdersController(Controller):
             trace=carrier,
         )
         saga = request.app.state.saga
-        state = await store.append(db_session, OrderState(order_id), [placed])
-        lease = await saga.leases.hold(db_session, order_id)
+        key = {
+            "user_id": user.user_id,
+            "key": idempotency_key,
+            "request_hash": digest,
+            "order_id": order_id,
+        }
         try:
-            await db_session.execute(
-                _INSERT_KEY,
-                {
-                    "user_id": user.user_id,
-                    "key": idempotency_key,
-                    "request_hash": digest,
-                    "order_id": order_id,
-                },
-            )
-            await db_session.commit()
+            state, lease = await db_session.run_sync(_place, saga.leases, placed, key)
         except IntegrityError:  # the same key raced in from a concurrent retry
             await db_session.rollback()
             raise ClientException(

@@ -8,7 +8,9 @@ with the order's final event, so two replicas never drive the same saga and a de
 replica's sagas are taken over ``lease_s`` after its last renewal.
 
 Statements are built once (a statement built per call cost more than running it); a
-lease is picked by the ``the_order`` and ``the_owner`` parameters.
+lease is picked by the ``the_order`` and ``the_owner`` parameters. The operations in the
+caller's transaction are synchronous: they run inside the one greenlet of that
+transaction (``system.chassis.db.in_transaction``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
-from system.chassis.db import insert_if_absent, table_of
+from system.chassis.db import in_transaction, insert_if_absent_in, table_of
 from system.services.orders.models import SagaLease
 
 _LEASES = table_of(SagaLease)
@@ -50,10 +53,10 @@ class SagaLeases:
         """Less than half of the lease left: renew it before going on."""
         return lease.expires_at - datetime.now(UTC) < self._length / 2
 
-    async def hold(self, session: AsyncSession, order_id: str) -> Lease:
+    def hold(self, session: Session, order_id: str) -> Lease:
         """Take the lease on a new order in the caller's transaction (the one placing it)."""
         lease = Lease(datetime.now(UTC) + self._length)
-        await session.execute(
+        session.execute(
             _TAKE, {"order_id": order_id, "owner": self.owner, "expires_at": lease.expires_at}
         )
         return lease
@@ -62,32 +65,33 @@ class SagaLeases:
         """Take the lease if it is free, expired or already ours: one conditional UPDATE
         (atomic on PostgreSQL, serialized by the single writer on SQLite), else an INSERT
         that a lease taken meanwhile makes a no-op. ``None``: another replica holds it."""
+        return await in_transaction(self._maker, self._claim, order_id)
+
+    def _claim(self, session: Session, order_id: str) -> Lease | None:
         now = datetime.now(UTC)
         expires = now + self._length
         values = {"owner": self.owner, "expires_at": expires}
-        async with self._maker() as session, session.begin():
-            taken = await session.execute(_CLAIM, {**self._mine(order_id), "now": now, **values})
-            if not getattr(taken, "rowcount", 0):
-                row = {"order_id": order_id, **values}
-                if await insert_if_absent(session, SagaLease, row) != 1:
-                    return None
+        taken = session.execute(_CLAIM, {**self._mine(order_id), "now": now, **values})
+        if not getattr(taken, "rowcount", 0):
+            row = {"order_id": order_id, **values}
+            if insert_if_absent_in(session, SagaLease, row) != 1:
+                return None
         return Lease(expires)
 
-    async def renew(self, session: AsyncSession, order_id: str, lease: Lease) -> None:
+    def renew(self, session: Session, order_id: str, lease: Lease) -> None:
         """Extend ``lease`` in the caller's transaction."""
         expires = datetime.now(UTC) + self._length
-        await session.execute(_RENEW, {**self._mine(order_id), "expires_at": expires})
+        session.execute(_RENEW, {**self._mine(order_id), "expires_at": expires})
         lease.expires_at = expires
 
-    async def drop(self, session: AsyncSession, order_id: str) -> None:
+    def drop(self, session: Session, order_id: str) -> None:
         """Delete the lease in the caller's transaction (with the order's final event)."""
-        await session.execute(_DROP, self._mine(order_id))
+        session.execute(_DROP, self._mine(order_id))
 
     async def release(self, order_id: str) -> None:
         """Delete the lease in a transaction of its own, if the database lets us."""
         with contextlib.suppress(Exception):
-            async with self._maker() as session, session.begin():
-                await self.drop(session, order_id)
+            await in_transaction(self._maker, self.drop, order_id)
 
     def _mine(self, order_id: str) -> dict[str, str]:
         return {"the_order": order_id, "the_owner": self.owner}

@@ -22,8 +22,10 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from system.chassis.credentials import ServiceToken
+from system.chassis.db import in_transaction
 from system.chassis.outbound import MeshClient, UpstreamError
 from system.services.orders import store
 from system.services.orders.aggregate import (
@@ -189,8 +191,7 @@ class SagaDriver:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 if self.leases.expiring(lease):  # a step retried for long: keep the saga
-                    async with self._maker() as session, session.begin():
-                        await self.leases.renew(session, state.order_id, lease)
+                    await in_transaction(self._maker, self.leases.renew, state.order_id, lease)
             else:
                 backoff = 0.1
 
@@ -203,12 +204,16 @@ class SagaDriver:
     ) -> OrderState:
         """Append; release the lease with the order's final event, or renew it when half
         of it is gone."""
-        async with self._maker() as session, session.begin():
-            new_state = await store.append(session, state, events)
-            if new_state.status in TERMINAL:
-                await self.leases.drop(session, state.order_id)
-            elif self.leases.expiring(lease):
-                await self.leases.renew(session, state.order_id, lease)
+        return await in_transaction(self._maker, self._append, state, events, lease)
+
+    def _append(
+        self, session: Session, state: OrderState, events: list[DomainEvent], lease: Lease
+    ) -> OrderState:
+        new_state = store.append_in(session, state, events)
+        if new_state.status in TERMINAL:
+            self.leases.drop(session, state.order_id)
+        elif self.leases.expiring(lease):
+            self.leases.renew(session, state.order_id, lease)
         return new_state
 
     async def _execute(self, action: Action, state: OrderState) -> Outcome:

@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from system.chassis.db import table_of
-from system.chassis.outbox import stage
+from system.chassis.outbox import stage_in
 from system.events.schemas import (
     OrderCancelledV1,
     OrderConfirmedV1,
@@ -55,7 +56,12 @@ async def append(
     session: AsyncSession, state: OrderState, events: Sequence[DomainEvent]
 ) -> OrderState:
     """Append ``events`` after ``state.version``; :class:`ConcurrencyConflict` if the
-    stream moved. The caller commits.
+    stream moved. The caller commits. Runs as one call of :func:`append_in`."""
+    return await session.run_sync(append_in, state, events)
+
+
+def append_in(session: Session, state: OrderState, events: Sequence[DomainEvent]) -> OrderState:
+    """:func:`append` in the caller's greenlet (inside :meth:`AsyncSession.run_sync`).
 
     Core statements (one multi-row INSERT for the events, one INSERT or UPDATE of the
     read model), not the ORM's unit of work: an append is on every step of every saga,
@@ -73,12 +79,12 @@ async def append(
                 "occurred_at": item.occurred_at,
             }
         )
-        await _publish(session, new_state, item)
+        _publish(session, new_state, item)
     try:
-        await session.execute(_INSERT_EVENTS, rows)
+        session.execute(_INSERT_EVENTS, rows)
     except IntegrityError as exc:
         raise ConcurrencyConflict(state.order_id) from exc
-    await _project(session, new_state, first=state.version == 0)
+    _project(session, new_state, first=state.version == 0)
     return new_state
 
 
@@ -102,9 +108,9 @@ def _items(state: OrderState) -> list[OrderItem]:
     ]
 
 
-async def _publish(session: AsyncSession, state: OrderState, item: DomainEvent) -> None:
+def _publish(session: Session, state: OrderState, item: DomainEvent) -> None:
     if item.type == "placed":
-        await stage(
+        stage_in(
             session,
             new_event(
                 OrderPlacedV1(
@@ -116,7 +122,7 @@ async def _publish(session: AsyncSession, state: OrderState, item: DomainEvent) 
             ),
         )
     elif item.type == "confirmed":
-        await stage(
+        stage_in(
             session,
             new_event(
                 OrderConfirmedV1(
@@ -129,7 +135,7 @@ async def _publish(session: AsyncSession, state: OrderState, item: DomainEvent) 
             ),
         )
     elif item.type == "cancelled":
-        await stage(
+        stage_in(
             session,
             new_event(
                 OrderCancelledV1(
@@ -142,7 +148,7 @@ async def _publish(session: AsyncSession, state: OrderState, item: DomainEvent) 
         )
 
 
-async def _project(session: AsyncSession, state: OrderState, *, first: bool) -> None:
+def _project(session: Session, state: OrderState, *, first: bool) -> None:
     """The read model follows the stream in the same transaction (CQRS, synchronous):
     inserted with the stream's first event, updated with every later one."""
     if state.status is None or state.placed_at is None or state.updated_at is None:
@@ -159,8 +165,8 @@ async def _project(session: AsyncSession, state: OrderState, *, first: bool) -> 
     }
     if first:
         values.update(order_id=state.order_id, placed_at=state.placed_at)
-        await session.execute(_INSERT_VIEW, values)
+        session.execute(_INSERT_VIEW, values)
         return
-    result = await session.execute(_UPDATE_VIEW, {"the_order": state.order_id, **values})
+    result = session.execute(_UPDATE_VIEW, {"the_order": state.order_id, **values})
     if not getattr(result, "rowcount", 1):
         raise ValueError(f"order {state.order_id} has no read model row to update")

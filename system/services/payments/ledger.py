@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from system.chassis.db import table_of
-from system.chassis.outbox import stage
+from system.chassis.outbox import stage_in
 from system.events.schemas import (
     PaymentAuthorizedV1,
     PaymentCapturedV1,
@@ -61,18 +63,20 @@ _SET_STATUS = update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("the_payment")
 
 
 async def find(session: AsyncSession, order_id: str, *, for_update: bool = False) -> Payment | None:
+    return await session.run_sync(find_in, order_id, for_update=for_update)
+
+
+def find_in(session: Session, order_id: str, *, for_update: bool = False) -> Payment | None:
     query = _FIND_FOR_UPDATE if for_update else _FIND
-    row = (await session.execute(query, {"the_order": order_id})).first()
+    row = session.execute(query, {"the_order": order_id}).first()
     if row is None:
         return None
     values = row._mapping
     return Payment(**{key: values[column] for key, column in _FIELDS})
 
 
-async def _enter(
-    session: AsyncSession, payment: Payment, kind: str, held: int, settled: int
-) -> None:
-    await session.execute(
+def _enter(session: Session, payment: Payment, kind: str, held: int, settled: int) -> None:
+    session.execute(
         _INSERT_ENTRY,
         {
             "payment_id": payment.id,
@@ -87,8 +91,8 @@ async def _enter(
 PaymentEvent = type[PaymentAuthorizedV1] | type[PaymentCapturedV1] | type[PaymentVoidedV1]
 
 
-async def _stage(session: AsyncSession, kind: PaymentEvent, payment: Payment) -> None:
-    await stage(
+def _stage(session: Session, kind: PaymentEvent, payment: Payment) -> None:
+    stage_in(
         session,
         new_event(
             kind(
@@ -134,12 +138,18 @@ async def authorize(
         "provider_reference": decision.reference,
         "request_fingerprint": request,
     }
-    await session.execute(_INSERT_PAYMENT, values)  # a concurrent twin: IntegrityError
+    return await session.run_sync(_record, values), True
+
+
+def _record(session: Session, values: dict[str, Any]) -> Payment:
+    """The provider's decision: the payment, and for an approval its ledger entry and
+    ``payment.authorized``, in one greenlet (``run_sync``)."""
+    session.execute(_INSERT_PAYMENT, values)  # a concurrent twin: IntegrityError
     payment = Payment(**values)
-    if decision.approved:
-        await _enter(session, payment, "authorize", amount_cents, 0)
-        await _stage(session, PaymentAuthorizedV1, payment)
-    return payment, True
+    if payment.status == "authorized":
+        _enter(session, payment, "authorize", payment.amount_cents, 0)
+        _stage(session, PaymentAuthorizedV1, payment)
+    return payment
 
 
 @dataclass(frozen=True)
@@ -154,19 +164,25 @@ class _Move:
 async def _transition(
     session: AsyncSession, order_id: str, move: _Move, noop_from: tuple[str, ...] = ()
 ) -> Payment:
-    payment = await find(session, order_id, for_update=True)
+    return await session.run_sync(_transition_in, order_id, move, noop_from)
+
+
+def _transition_in(
+    session: Session, order_id: str, move: _Move, noop_from: tuple[str, ...]
+) -> Payment:
+    payment = find_in(session, order_id, for_update=True)
     if payment is None:
         raise NoPayment(f"order {order_id} has no payment")
     if payment.status == move.target or payment.status in noop_from:
         return payment
     if payment.status != move.source:
         raise PaymentConflict(f"payment of order {order_id} is {payment.status}, not {move.source}")
-    await session.execute(_SET_STATUS, {"the_payment": payment.id, "status": move.target})
+    session.execute(_SET_STATUS, {"the_payment": payment.id, "status": move.target})
     payment.status = move.target
     amount = payment.amount_cents
-    await _enter(session, payment, move.target, move.held * amount, move.settled * amount)
+    _enter(session, payment, move.target, move.held * amount, move.settled * amount)
     if move.event is not None:
-        await _stage(session, move.event, payment)
+        _stage(session, move.event, payment)
     return payment
 
 

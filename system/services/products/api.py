@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -17,11 +18,12 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from system.chassis.auth import Principal, requires_role
 from system.chassis.deps import DbSession, ReadSession
 from system.chassis.openapi import Link
-from system.chassis.outbox import stage
+from system.chassis.outbox import stage_in
 from system.chassis.paging import Offset
 from system.chassis.problems import problem_responses
 from system.events.schemas import (
@@ -313,6 +315,15 @@ def _stock_event(kind: type[Any], reservation: stock.Reservation) -> Any:
     return new_event(kind(order_id=reservation.order_id, items=items))
 
 
+def _reserve(session: Session, order_id: str, lines: list[stock.Line]) -> stock.Reservation:
+    """Reserve, and stage ``stock.reserved`` for a new reservation (not a repeat), in one
+    greenlet (``run_sync``)."""
+    result = stock.reserve_in(session, order_id, lines)
+    if result.state == "reserved":
+        stage_in(session, _stock_event(StockReservedV1, result))
+    return result
+
+
 class ReservationController(Controller):
     """Stock held for an order; every call is idempotent by order id."""
 
@@ -330,7 +341,7 @@ class ReservationController(Controller):
         """Hold stock for every item of an order, all or nothing (409 when short)."""
         lines = [stock.Line(i.product_id, i.quantity) for i in data.items]
         try:
-            result = await stock.reserve(db_session, order_id, lines)
+            result = await db_session.run_sync(_reserve, order_id, lines)
         except stock.UnknownProduct as exc:
             raise NotFoundException(detail=str(exc)) from None
         except (stock.OutOfStock, stock.ReservationConflict) as exc:
@@ -341,8 +352,6 @@ class ReservationController(Controller):
             if existing is None or existing.lines != stock._merge(lines):
                 raise ClientException(status_code=409, detail="concurrent reservation") from None
             return _reservation(existing)
-        if result.state == "reserved":
-            await stage(db_session, _stock_event(StockReservedV1, result))
         return _reservation(result)
 
     @get("/{order_id:str}", responses=problem_responses(401, 404))
@@ -355,12 +364,12 @@ class ReservationController(Controller):
     @post("/{order_id:str}/release", status_code=200, responses=problem_responses(401, 409))
     async def release(self, order_id: OrderId, db_session: DbSession) -> ReservationView:
         """Give the order's units back to available stock (idempotent)."""
-        return await _finish(db_session, order_id, stock.release, StockReleasedV1)
+        return await _finish(db_session, order_id, stock.release_in, StockReleasedV1)
 
     @post("/{order_id:str}/commit", status_code=200, responses=problem_responses(401, 409))
     async def commit(self, order_id: OrderId, db_session: DbSession) -> ReservationView:
         """Turn the order's reserved units into sold ones (idempotent)."""
-        return await _finish(db_session, order_id, stock.commit, StockCommittedV1)
+        return await _finish(db_session, order_id, stock.commit_in, StockCommittedV1)
 
 
 _NEW = "$response.body#/id"
@@ -432,19 +441,35 @@ LINKS = (
 
 
 async def settle(
-    session: AsyncSession, order_id: str, operation: Any, event: type[Any]
+    session: AsyncSession,
+    order_id: str,
+    operation: Callable[[Session, str], stock.Settlement],
+    event: type[Any],
 ) -> stock.Reservation:
-    """Release or commit the order's reservation (``operation``) and stage ``event`` if
-    anything moved; a repeat stages nothing. :class:`stock.ReservationConflict` (and
-    :class:`stock.NoReservation`) propagate: the API answers 409, the consumer logs."""
-    settled: stock.Settlement = await operation(session, order_id)
+    """Release or commit the order's reservation (``operation``: ``stock.release_in`` or
+    ``stock.commit_in``) and stage ``event`` if anything moved; a repeat stages nothing.
+    :class:`stock.ReservationConflict` (and :class:`stock.NoReservation`) propagate: the
+    API answers 409, the consumer logs. One greenlet (``run_sync``) for all of it."""
+    return await session.run_sync(_settle, order_id, operation, event)
+
+
+def _settle(
+    session: Session,
+    order_id: str,
+    operation: Callable[[Session, str], stock.Settlement],
+    event: type[Any],
+) -> stock.Reservation:
+    settled = operation(session, order_id)
     if settled.moved:
-        await stage(session, _stock_event(event, settled.reservation))
+        stage_in(session, _stock_event(event, settled.reservation))
     return settled.reservation
 
 
 async def _finish(
-    session: AsyncSession, order_id: str, operation: Any, event: type[Any]
+    session: AsyncSession,
+    order_id: str,
+    operation: Callable[[Session, str], stock.Settlement],
+    event: type[Any],
 ) -> ReservationView:
     try:
         return _reservation(await settle(session, order_id, operation, event))

@@ -28,11 +28,11 @@ async def _settle(session: AsyncSession, order_id: str, operation: Any, event: t
 
 
 async def on_order_confirmed(session: AsyncSession, event: Event[Any]) -> None:
-    await _settle(session, event.data.order_id, stock.commit, StockCommittedV1)
+    await _settle(session, event.data.order_id, stock.commit_in, StockCommittedV1)
 
 
 async def on_order_cancelled(session: AsyncSession, event: Event[Any]) -> None:
-    await _settle(session, event.data.order_id, stock.release, StockReleasedV1)
+    await _settle(session, event.data.order_id, stock.release_in, StockReleasedV1)
 
 
 HANDLERS = {"order.confirmed": on_order_confirmed, "order.cancelled": on_order_cancelled}

@@ -5,6 +5,9 @@ returns the same outcome; a transition that contradicts the past (commit after r
 a second reserve with other items) is a :class:`ReservationConflict`.
 
 Core statements, not the ORM's unit of work: reserve and commit are on every order's path.
+The operations are synchronous functions of a ``Session`` (``*_in``), run in the caller's
+transaction inside one ``run_sync`` greenlet; the ``async`` ones wrap them for callers
+that hold an ``AsyncSession``.
 
 **Lock order.** Every transaction that changes products' counters changes them in
 product-id order, so two of them never wait on each other in a cycle (on PostgreSQL a
@@ -120,7 +123,11 @@ def _reservation(order_id: str, rows: Sequence[Row[tuple[uuid.UUID, int, str]]])
 
 
 async def get_reservation(session: AsyncSession, order_id: str) -> Reservation | None:
-    rows = (await session.execute(_LINES_OF, {"the_order": order_id})).all()
+    return await session.run_sync(get_reservation_in, order_id)
+
+
+def get_reservation_in(session: Session, order_id: str) -> Reservation | None:
+    rows = session.execute(_LINES_OF, {"the_order": order_id}).all()
     return _reservation(order_id, rows) if rows else None
 
 
@@ -132,17 +139,21 @@ def _merge(lines: Sequence[Line]) -> tuple[Line, ...]:
 
 
 async def reserve(session: AsyncSession, order_id: str, lines: Sequence[Line]) -> Reservation:
+    return await session.run_sync(reserve_in, order_id, lines)
+
+
+def reserve_in(session: Session, order_id: str, lines: Sequence[Line]) -> Reservation:
     wanted = _merge(lines)
-    existing = await get_reservation(session, order_id)
+    existing = get_reservation_in(session, order_id)
     if existing is not None:
         if existing.lines != wanted:
             raise ReservationConflict(f"order {order_id} already holds a different reservation")
         return existing
     ids = [line.product_id for line in wanted]
-    known = set((await session.scalars(_KNOWN, {"ids": ids})).all())
+    known = set(session.scalars(_KNOWN, {"ids": ids}).all())
     if missing := [pid for pid in ids if pid not in known]:
         raise UnknownProduct(missing)
-    await session.execute(  # a concurrent reserve of the same order: IntegrityError
+    session.execute(  # a concurrent reserve of the same order: IntegrityError
         _INSERT_LINES,
         [
             {"order_id": order_id, "product_id": line.product_id, "quantity": line.quantity}
@@ -151,7 +162,7 @@ async def reserve(session: AsyncSession, order_id: str, lines: Sequence[Line]) -
     )
     short = []  # the counters last: their row locks are held from here to the commit
     for line in wanted:  # sorted by product id (the module's lock order)
-        result = await session.execute(_TAKE, {"the_product": line.product_id, "n": line.quantity})
+        result = session.execute(_TAKE, {"the_product": line.product_id, "n": line.quantity})
         if result.rowcount == 0:  # type: ignore[attr-defined]
             short.append(line.product_id)
     if short:
@@ -163,7 +174,7 @@ _MOVES = "products.stock_moves"
 """``session.info`` key: the settlements' counter moves, ``(product, target) -> units``."""
 
 
-def _move(session: AsyncSession, target: str, product_id: uuid.UUID, units: int) -> None:
+def _move(session: Session, target: str, product_id: uuid.UUID, units: int) -> None:
     moves: dict[tuple[uuid.UUID, str], int] = session.info.setdefault(_MOVES, {})
     moves[(product_id, target)] = moves.get((product_id, target), 0) + units
 
@@ -179,10 +190,10 @@ def _apply_moves(session: Session) -> None:
 forget_at_transaction_end(_MOVES)  # rolled back (a commit has applied them already)
 
 
-async def _finish(session: AsyncSession, order_id: str, target: str) -> Settlement:
+def _finish(session: Session, order_id: str, target: str) -> Settlement:
     """Move every line of the order from reserved to ``target`` (released or committed);
     the products' counters follow at commit (see the module's lock order)."""
-    rows = (await session.execute(_LINES_OF_FOR_UPDATE, {"the_order": order_id})).all()
+    rows = session.execute(_LINES_OF_FOR_UPDATE, {"the_order": order_id}).all()
     if not rows:
         raise NoReservation(f"order {order_id} holds no reservation")
     moving = [r for r in rows if r.state != target]
@@ -190,21 +201,27 @@ async def _finish(session: AsyncSession, order_id: str, target: str) -> Settleme
         if row.state != "reserved":
             raise ReservationConflict(f"order {order_id}'s reservation is already {row.state}")
     if moving:
-        await session.execute(_SET_STATE, {"the_order": order_id, "state": target})
+        session.execute(_SET_STATE, {"the_order": order_id, "state": target})
     for row in moving:
         if session.in_nested_transaction():  # a savepoint may roll back alone: apply now
-            await session.execute(
-                _SETTLE[target], {"the_product": row.product_id, "n": row.quantity}
-            )
+            session.execute(_SETTLE[target], {"the_product": row.product_id, "n": row.quantity})
         else:
             _move(session, target, row.product_id, row.quantity)
     lines = tuple(Line(r.product_id, r.quantity) for r in rows)
     return Settlement(Reservation(order_id, target, lines), bool(moving))
 
 
+def release_in(session: Session, order_id: str) -> Settlement:
+    return _finish(session, order_id, "released")
+
+
+def commit_in(session: Session, order_id: str) -> Settlement:
+    return _finish(session, order_id, "committed")
+
+
 async def release(session: AsyncSession, order_id: str) -> Settlement:
-    return await _finish(session, order_id, "released")
+    return await session.run_sync(release_in, order_id)
 
 
 async def commit(session: AsyncSession, order_id: str) -> Settlement:
-    return await _finish(session, order_id, "committed")
+    return await session.run_sync(commit_in, order_id)

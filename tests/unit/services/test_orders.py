@@ -14,9 +14,10 @@ import httpx
 from litestar import Litestar
 from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
 
 from harness.inprocess import build_system, running
-from system.chassis.db import create_engine
+from system.chassis.db import create_engine, in_transaction
 from system.chassis.inprocess import InProcessMesh
 from system.chassis.keys import KeyFiles
 from system.chassis.outbox import OutboxMessage
@@ -335,12 +336,14 @@ async def test_a_lease_is_held_by_one_replica_until_it_expires_or_is_released(
         assert await one.claim("o-1") is None
         await two.release("o-1")
         assert await one.claim("o-1") is not None
-        async with maker() as session, session.begin():
-            held = await two.hold(session, "o-2")
+        held = await in_transaction(maker, two.hold, "o-2")
         assert await one.claim("o-2") is None
-        async with maker() as session, session.begin():
-            await two.renew(session, "o-2", held)
-            await two.drop(session, "o-2")
+
+        def renew_and_drop(session: Session) -> None:
+            two.renew(session, "o-2", held)
+            two.drop(session, "o-2")
+
+        await in_transaction(maker, renew_and_drop)
         assert await one.claim("o-2") is not None
     finally:
         await engine.dispose()
