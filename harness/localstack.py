@@ -79,3 +79,14 @@ def local_stack(
         yield control.wait_ready(paths, pid, timeout=timeout)
     finally:
         control.stop(paths)
+
+
+def events_only_topology(folder: Path) -> Path:
+    """A topology file in ``folder`` with the default topology's Kafka topics and no
+    services: a stack of Kafka and Toxiproxy only (with ``without=("envoy", "prometheus",
+    "jaeger")``), for code that produces and consumes events itself."""
+    lines = ["port_base = 30000", "[kafka.topics]"]
+    lines += [f'"{t.name}" = {t.partitions}' for t in load_topology().topics]
+    path = folder / "topology.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from harness.localstack import free_port_base, local_stack
+from harness.localstack import events_only_topology, free_port_base, local_stack
 from system.runtime.paths import StackPaths
 from system.runtime.state import StackSettings
-from system.runtime.topology import DEFAULT_TOPOLOGY_FILE, load_topology
+from system.runtime.topology import DEFAULT_TOPOLOGY_FILE
 
 UPSTREAM = Path(__file__).with_name("upstream.py")
 CLIENT_RPS = 20
@@ -94,15 +94,6 @@ def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
     with local_stack(paths, settings) as state:
         yield {**state, "data_dir": str(paths.data)}
-
-
-def events_only_topology(folder: Path) -> Path:
-    """The default topology's Kafka topics, without its services: Kafka and Toxiproxy only."""
-    lines = ["port_base = 30000", "[kafka.topics]"]
-    lines += [f'"{t.name}" = {t.partitions}' for t in load_topology().topics]
-    path = folder / "topology.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
