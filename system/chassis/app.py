@@ -106,7 +106,9 @@ def create_app(
         await transaction.flush()
 
     handlers = with_defects(parts.event_handlers, settings.defects)
-    events = EventRuntime(settings, session_maker, handlers, tracer_provider=provider)
+    events = EventRuntime(
+        settings, session_maker, handlers, reader=read_maker, tracer_provider=provider
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -49,12 +49,13 @@ class EventRuntime:
         session_maker: async_sessionmaker[AsyncSession],
         handlers: Mapping[str, EventHandler],
         *,
+        reader: async_sessionmaker[AsyncSession] | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.session_maker = session_maker
         bootstrap = settings.kafka_bootstrap
         self.relay = (
-            OutboxRelay(session_maker, bootstrap, tracer_provider=tracer_provider)
+            OutboxRelay(session_maker, bootstrap, tracer_provider=tracer_provider, reader=reader)
             if bootstrap
             else None
         )

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from harness.localstack import free_port
-from system.chassis.db import create_engine
+from system.chassis.db import create_engine, create_reader
 from system.chassis.inbox import Batched, EventConsumer, InboxEntry, Outcome
 from system.chassis.outbox import OutboxMessage, OutboxRelay, Producer, stage
 from system.chassis.settings import ServiceSettings
@@ -260,6 +260,38 @@ async def test_a_commit_wakes_the_relay_which_publishes_with_headers_and_metrics
     assert registry.get_sample_value("outbox_pending") == 0
     assert registry.get_sample_value("outbox_lag_seconds_count") == 1
     assert kafka.stopped == kafka.started == 1
+
+
+@pytest.mark.asyncio
+async def test_the_relay_reads_its_batch_through_the_reader_while_the_writer_is_busy(
+    tmp_path: Path,
+) -> None:
+    """On SQLite a service has one writer connection, which every request and saga step
+    queue for: the relay's poll goes through the reader pool, only the mark needs it."""
+    settings = ServiceSettings(name="unit", data_dir=tmp_path)
+    engine = create_engine(settings)
+    reader = create_reader(settings, engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(orm_registry.metadata.create_all)
+    writer = async_sessionmaker(engine, expire_on_commit=False)
+    kafka = FakeKafka()
+    relay = relay_for(writer, kafka, reader=async_sessionmaker(reader, expire_on_commit=False))
+    try:
+        async with writer() as session, session.begin():
+            await stage(session, placed("o-1"))
+        async with writer() as busy:
+            await busy.execute(text("SELECT 1"))  # holds the writer's only connection
+            await relay.start()
+            await eventually(lambda: kafka.sent, "a send while the writer is held")
+            [row] = await outbox_rows(async_sessionmaker(reader))
+            assert row.published_at is None  # marking waits for the writer
+        await asyncio.wait_for(relay.flush(), 5.0)
+        [row] = await outbox_rows(writer)
+        assert row.published_at is not None
+    finally:
+        await relay.stop()
+        await reader.dispose()
+        await engine.dispose()
 
 
 @pytest.mark.asyncio
