@@ -161,7 +161,8 @@ def _insert_if_absent_elsewhere(element: InsertIfAbsent, compiler: Any, **kw: An
 def insert_if_absent_in(
     session: Session, model: Any, rows: dict[str, Any] | list[dict[str, Any]]
 ) -> int:
-    """:func:`insert_if_absent` for code that runs in :func:`in_transaction`."""
+    """:func:`insert_if_absent` in the caller's greenlet (inside ``run_sync``, e.g. by
+    :func:`in_transaction`)."""
     result = session.execute(_insert_if_absent(table_of(model)), rows)
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -173,8 +174,7 @@ async def insert_if_absent(
     or PostgreSQL: the rows a unique key already holds are skipped. Returns how many rows
     were inserted. One Core statement where the ORM needs a SELECT, an INSERT and its
     unit of work (most of an event consumer's CPU on the live stack)."""
-    result = await session.execute(_insert_if_absent(table_of(model)), rows)
-    return int(getattr(result, "rowcount", 0) or 0)
+    return await session.run_sync(insert_if_absent_in, model, rows)
 
 
 @functools.cache

@@ -132,8 +132,7 @@ async def stage(session: AsyncSession, event: Event[Any]) -> None:
     than the insert), so rows keep the order they were staged in, and a savepoint rolled
     back takes its own rows with it.
     """
-    await session.execute(_INSERT, _row(event))
-    session.info[_STAGED] = True
+    await session.run_sync(stage_in, event)
 
 
 def stage_in(session: Session, event: Event[Any]) -> None:

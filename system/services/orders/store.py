@@ -52,16 +52,10 @@ def event(type_: str, **data: Any) -> DomainEvent:
     return DomainEvent(type_, data, datetime.now(UTC))
 
 
-async def append(
-    session: AsyncSession, state: OrderState, events: Sequence[DomainEvent]
-) -> OrderState:
-    """Append ``events`` after ``state.version``; :class:`ConcurrencyConflict` if the
-    stream moved. The caller commits. Runs as one call of :func:`append_in`."""
-    return await session.run_sync(append_in, state, events)
-
-
 def append_in(session: Session, state: OrderState, events: Sequence[DomainEvent]) -> OrderState:
-    """:func:`append` in the caller's greenlet (inside :meth:`AsyncSession.run_sync`).
+    """Append ``events`` after ``state.version``; :class:`ConcurrencyConflict` if the
+    stream moved. The caller commits. Synchronous: it runs in the caller's transaction's
+    one greenlet (``AsyncSession.run_sync``, ``system.chassis.db.in_transaction``).
 
     Core statements (one multi-row INSERT for the events, one INSERT or UPDATE of the
     read model), not the ORM's unit of work: an append is on every step of every saga,

@@ -6,8 +6,8 @@ a second reserve with other items) is a :class:`ReservationConflict`.
 
 Core statements, not the ORM's unit of work: reserve and commit are on every order's path.
 The operations are synchronous functions of a ``Session`` (``*_in``), run in the caller's
-transaction inside one ``run_sync`` greenlet; the ``async`` ones wrap them for callers
-that hold an ``AsyncSession``.
+transaction inside one ``run_sync`` greenlet (``get_reservation`` also has an ``async``
+form, for the API's reads).
 
 **Lock order.** Every transaction that changes products' counters changes them in
 product-id order, so two of them never wait on each other in a cycle (on PostgreSQL a
@@ -138,10 +138,6 @@ def _merge(lines: Sequence[Line]) -> tuple[Line, ...]:
     return tuple(Line(pid, qty) for pid, qty in sorted(totals.items()))
 
 
-async def reserve(session: AsyncSession, order_id: str, lines: Sequence[Line]) -> Reservation:
-    return await session.run_sync(reserve_in, order_id, lines)
-
-
 def reserve_in(session: Session, order_id: str, lines: Sequence[Line]) -> Reservation:
     wanted = _merge(lines)
     existing = get_reservation_in(session, order_id)
@@ -217,11 +213,3 @@ def release_in(session: Session, order_id: str) -> Settlement:
 
 def commit_in(session: Session, order_id: str) -> Settlement:
     return _finish(session, order_id, "committed")
-
-
-async def release(session: AsyncSession, order_id: str) -> Settlement:
-    return await session.run_sync(release_in, order_id)
-
-
-async def commit(session: AsyncSession, order_id: str) -> Settlement:
-    return await session.run_sync(commit_in, order_id)

@@ -124,13 +124,15 @@ async def test_two_writers_from_the_same_version_cannot_both_append(tmp_path: Pa
     maker = async_sessionmaker(engine, expire_on_commit=False)
     try:
         async with maker() as session, session.begin():
-            placed = await store.append(session, OrderState("o-1"), [PLACED])
+            placed = await session.run_sync(store.append_in, OrderState("o-1"), [PLACED])
         async with maker() as session, session.begin():
-            await store.append(session, placed, [DomainEvent("stock_reserved", {}, NOW)])
+            await session.run_sync(
+                store.append_in, placed, [DomainEvent("stock_reserved", {}, NOW)]
+            )
         async with maker() as session:
             with pytest.raises(store.ConcurrencyConflict):
-                await store.append(
-                    session,
+                await session.run_sync(
+                    store.append_in,
                     placed,
                     [DomainEvent("compensation_started", {"reason": "x", "step": "reserve"}, NOW)],
                 )

@@ -271,13 +271,13 @@ async def test_settlements_move_counters_at_commit_once_per_product_in_id_order(
     try:
         async with maker() as session:
             await session.begin()
-            await stock.release(session, "o5")
+            await session.run_sync(stock.release_in, "o5")
             await session.rollback()  # the batch failed
         assert updates == []
         async with maker() as session, session.begin():
             for order in ("o1", "o2", "o3"):
-                await stock.commit(session, order)
-            await stock.release(session, "o4")
+                await session.run_sync(stock.commit_in, order)
+            await session.run_sync(stock.release_in, "o4")
             assert updates == []  # no counter row locked while the batch runs
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
