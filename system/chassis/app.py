@@ -30,7 +30,7 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.auth import jwt_auth
-from system.chassis.db import create_engine, create_reader
+from system.chassis.db import Transactions, create_engine, create_reader
 from system.chassis.events import EventHandler, EventRuntime, with_defects
 from system.chassis.health import HealthController, database_check
 from system.chassis.openapi import Link, StrictStructSchemaPlugin, document
@@ -170,6 +170,7 @@ def create_app(
                 "settings": settings,
                 "events": events,
                 "db_reader": reader,
+                "transactions": Transactions(session_maker, read_maker),
                 "ready_checks": {"database": database_check(engine), **events.ready_checks()},
             }
         ),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Insert, Table, event
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import greenlet_spawn
 
 from system.chassis import sqlite_inline
 from system.chassis.settings import ServiceSettings
@@ -115,20 +117,57 @@ async def in_transaction(
     **kwargs: P.kwargs,
 ) -> T:
     """``work(session, *args, **kwargs)`` in a transaction of its own, committed when it
-    returns and rolled back if it raises, all in one greenlet (``run_sync``).
+    returns and rolled back if it raises, all in one greenlet: the session is opened,
+    used, committed and closed in it.
 
     Every awaited statement, ``begin``, ``commit`` and ``close`` of an ``AsyncSession``
     starts a greenlet of its own, and each new greenlet maps and unmaps a frame stack
-    chunk (~10 µs here) on top of the async layer's own cost. A saga step's transaction
-    (three to five statements) cost ~20% less this way. ``work`` runs on the event
-    loop's thread and must not block: statements only, no network."""
+    chunk (~10 µs here) on top of the async layer's own cost; leaving an ``async with``
+    of an ``AsyncSession`` also closes it in a task of its own (shielded from
+    cancellation), two more turns of the event loop. A saga step's transaction (three to
+    five statements) cost ~20% less in one ``run_sync``, and a one-statement transaction
+    ~25% less again without the ``AsyncSession`` (``benchmarks/transaction_cost.py``).
+    ``work`` runs on the event loop's thread and must not block: statements only, no
+    network. Cancelling the awaiting task still ends the transaction: the greenlet's
+    pending pool or statement wait raises, and the ``with`` blocks roll back and close."""
 
-    def committed(session: Session) -> T:
-        with session.begin():
+    def committed() -> T:
+        with _sync_session(maker) as session, session.begin():
             return work(session, *args, **kwargs)
 
-    async with maker() as session:
-        return await session.run_sync(committed)
+    return await greenlet_spawn(committed)
+
+
+@dataclass(frozen=True)
+class Transactions:
+    """The service's two session makers, for handlers that run a whole transaction as
+    one synchronous function (:func:`in_transaction`) instead of the request's
+    ``db_session``: ``app.state.transactions``. The request's session costs a session,
+    a flush, a commit and a close, each a greenlet, on top of the work."""
+
+    writer: async_sessionmaker[AsyncSession]
+    reader: async_sessionmaker[AsyncSession]
+    """The reader pool on SQLite (never waits for the one writer), the writer elsewhere."""
+
+    async def write(
+        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``work`` in a transaction on the writer, committed when it returns."""
+        return await in_transaction(self.writer, work, *args, **kwargs)
+
+    async def read(
+        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``work`` in a read-only transaction (on SQLite, writing in it fails)."""
+        return await in_transaction(self.reader, work, *args, **kwargs)
+
+
+def _sync_session(maker: async_sessionmaker[AsyncSession]) -> Session:
+    """The synchronous ``Session`` an ``AsyncSession`` of ``maker`` would wrap."""
+    options = dict(maker.kw)
+    engine: AsyncEngine = options.pop("bind")
+    session_class = options.pop("sync_session_class", None) or Session
+    return session_class(bind=engine.sync_engine, **options)
 
 
 def table_of(model: Any) -> Table:

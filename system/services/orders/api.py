@@ -14,11 +14,12 @@ from msgspec import Meta, Struct
 from opentelemetry import propagate
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from system.chassis.auth import Principal
-from system.chassis.db import table_of
-from system.chassis.deps import DbSession, ReadSession
+from system.chassis.db import Transactions, table_of
+from system.chassis.deps import ReadSession
 from system.chassis.openapi import Link
 from system.chassis.outbound import UpstreamError
 from system.chassis.paging import Offset
@@ -118,25 +119,38 @@ def _accepted(order: OrderResource, settings: OrdersSettings) -> Response[Any]:
 def _place(
     session: Session, leases: SagaLeases, placed: DomainEvent, key: dict[str, str]
 ) -> tuple[OrderState, Lease]:
-    """The placing transaction, committed, in one greenlet (``run_sync``): the order's
-    first event (with its read model row and ``order.placed`` in the outbox), its saga's
-    lease and its Idempotency-Key."""
+    """The placing transaction (:meth:`Transactions.write`): the order's first event
+    (with its read model row and ``order.placed`` in the outbox), its saga's lease and
+    its Idempotency-Key."""
     state = store.append_in(session, OrderState(key["order_id"]), [placed])
     lease = leases.hold(session, key["order_id"])
     session.execute(_INSERT_KEY, key)
-    session.commit()
     return state, lease
+
+
+def _seen(session: Session, user: Principal, key: str) -> tuple[str, str, OrderView | None] | None:
+    """An earlier placement with this Idempotency-Key: its request hash, its order id and
+    the order if this user may see it."""
+    seen = session.execute(_SEEN, {"the_user": user.user_id, "the_key": key}).first()
+    if seen is None:
+        return None
+    return seen.request_hash, seen.order_id, _visible_in(session, seen.order_id, user)
 
 
 def _request_hash(body: PlaceOrder) -> str:
     return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
 
 
-async def _visible(db: Any, order_id: str, user: Principal) -> OrderView:
-    view: OrderView | None = await db.scalar(
-        select(OrderView).where(OrderView.order_id == order_id)
-    )
+def _visible_in(session: Session, order_id: str, user: Principal) -> OrderView | None:
+    view: OrderView | None = session.scalar(select(OrderView).where(OrderView.order_id == order_id))
     if view is None or (view.user_id != user.user_id and user.role != "admin"):
+        return None
+    return view
+
+
+async def _visible(db: AsyncSession, order_id: str, user: Principal) -> OrderView:
+    view = await db.run_sync(_visible_in, order_id, user)
+    if view is None:
         raise NotFoundException(detail=f"no order {order_id}")
     return view
 
@@ -163,25 +177,26 @@ class OrdersController(Controller):
         self,
         data: JSONBody[PlaceOrder],
         idempotency_key: IdemKey,
-        db_session: DbSession,
         request: Request[Principal, Any, Any],
     ) -> Response[Any]:
         """Place an order; the saga finishes it asynchronously (poll the ``Location``)."""
         settings: OrdersSettings = request.app.state.settings
+        db: Transactions = request.app.state.transactions
         user = request.user
         digest = _request_hash(data)
-        seen = (
-            await db_session.execute(_SEEN, {"the_user": user.user_id, "the_key": idempotency_key})
-        ).first()
+        # The lookup reads through the reader (on SQLite it never waits for the one writer,
+        # which every saga step and the relay use), and no connection is held while the
+        # order is priced; a concurrent twin is caught by the key's unique constraint.
+        seen = await db.read(_seen, user, idempotency_key)
         if seen is not None:
-            if seen.request_hash != digest:
+            request_hash, order_id, view = seen
+            if request_hash != digest:
                 raise ClientException(
                     status_code=409, detail="this Idempotency-Key was used for another order"
                 )
-            return _accepted(_resource(await _visible(db_session, seen.order_id, user)), settings)
-        # End the lookup's transaction before pricing: on SQLite it holds the service's one
-        # writer connection, which every saga step and the relay wait for meanwhile.
-        await db_session.commit()
+            if view is None:
+                raise NotFoundException(detail=f"no order {order_id}")
+            return _accepted(_resource(view), settings)
         try:
             priced = await self._price(data, request)
         except UpstreamError:
@@ -207,9 +222,8 @@ class OrdersController(Controller):
             "order_id": order_id,
         }
         try:
-            state, lease = await db_session.run_sync(_place, saga.leases, placed, key)
+            state, lease = await db.write(_place, saga.leases, placed, key)
         except IntegrityError:  # the same key raced in from a concurrent retry
-            await db_session.rollback()
             raise ClientException(
                 status_code=409,
                 detail="a concurrent request used this Idempotency-Key; retry to get its order",

@@ -91,14 +91,13 @@ class PaymentsController(Controller):
     async def authorize(
         self,
         data: JSONBody[Authorization],
-        db_session: DbSession,
         request: Request[Principal, Any, Any],
     ) -> Response[Any]:
         """Hold the amount on the card (201); a retry answers 200 with the same payment, a
         declined card 402 (the same on retry)."""
         attempt = functools.partial(
             ledger.authorize,
-            db_session,
+            request.app.state.transactions,
             request.app.state.provider,
             order_id=data.order_id,
             amount_cents=data.amount_cents,
@@ -109,12 +108,10 @@ class PaymentsController(Controller):
             try:
                 payment, created = await attempt()
             except IntegrityError:  # a concurrent retry of the same order won the insert:
-                await db_session.rollback()  # answer as that one did
-                payment, created = await attempt()
+                payment, created = await attempt()  # answer as that one did
         except ledger.PaymentConflict as exc:
             raise ClientException(status_code=409, detail=str(exc)) from None
-        if payment.status == "declined":
-            await db_session.commit()  # a decline is a record too (errors are not committed)
+        if payment.status == "declined":  # recorded: a retry gets the same answer
             return problem_response(
                 402,
                 f"the card was declined: {payment.decline_reason}",

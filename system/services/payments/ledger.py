@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from system.chassis.db import table_of
+from system.chassis.db import Transactions, table_of
 from system.chassis.outbox import stage_in
 from system.events.schemas import (
     PaymentAuthorizedV1,
@@ -105,7 +105,7 @@ def _stage(session: Session, kind: PaymentEvent, payment: Payment) -> None:
 
 
 async def authorize(
-    session: AsyncSession,
+    db: Transactions,
     provider: SimulatedProvider,
     *,
     order_id: str,
@@ -115,17 +115,17 @@ async def authorize(
 ) -> tuple[Payment, bool]:
     """Returns (payment, created). A declined card is a payment too (status declined).
 
-    The provider is called between two transactions: the lookup's is committed first (it
-    wrote nothing), so the provider's latency never holds a database connection (on
-    SQLite, the service's one writer). A concurrent authorization of the same order then
-    loses the insert with an ``IntegrityError``; the caller answers as the winner did."""
+    The provider is called between two transactions: the lookup runs on the reader (on
+    SQLite it does not wait for the one writer), and the decision is recorded in a
+    transaction of its own, so the provider's latency never holds a database connection.
+    A concurrent authorization of the same order then loses the insert with an
+    ``IntegrityError``; the caller answers as the winner did."""
     request = fingerprint(order_id, amount_cents, card_token)
-    existing = await find(session, order_id)
+    existing = await db.read(find_in, order_id)
     if existing is not None:
         if existing.request_fingerprint != request:
             raise PaymentConflict(f"order {order_id} was authorized with another amount or card")
         return existing, False
-    await session.commit()
     decision = await provider.authorize(order_id, amount_cents, card_token)
     values = {
         "id": uuid.uuid4(),
@@ -138,12 +138,12 @@ async def authorize(
         "provider_reference": decision.reference,
         "request_fingerprint": request,
     }
-    return await session.run_sync(_record, values), True
+    return await db.write(_record, values), True
 
 
 def _record(session: Session, values: dict[str, Any]) -> Payment:
     """The provider's decision: the payment, and for an approval its ledger entry and
-    ``payment.authorized``, in one greenlet (``run_sync``)."""
+    ``payment.authorized`` (one transaction, :meth:`Transactions.write`)."""
     session.execute(_INSERT_PAYMENT, values)  # a concurrent twin: IntegrityError
     payment = Payment(**values)
     if payment.status == "authorized":

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from system.chassis.auth import Principal, requires_role
+from system.chassis.db import Transactions
 from system.chassis.deps import DbSession, ReadSession
 from system.chassis.openapi import Link
 from system.chassis.outbox import stage_in
@@ -335,20 +336,19 @@ class ReservationController(Controller):
         self,
         order_id: OrderId,
         data: JSONBody[ReservationRequest],
-        db_session: DbSession,
         request: Request[Principal, Any, Any],
     ) -> ReservationView:
         """Hold stock for every item of an order, all or nothing (409 when short)."""
         lines = [stock.Line(i.product_id, i.quantity) for i in data.items]
+        db: Transactions = request.app.state.transactions
         try:
-            result = await db_session.run_sync(_reserve, order_id, lines)
+            result = await db.write(_reserve, order_id, lines)
         except stock.UnknownProduct as exc:
             raise NotFoundException(detail=str(exc)) from None
         except (stock.OutOfStock, stock.ReservationConflict) as exc:
             raise ClientException(status_code=409, detail=str(exc)) from None
         except IntegrityError:  # a concurrent call for the same order won: answer as it did
-            await db_session.rollback()
-            existing = await stock.get_reservation(db_session, order_id)
+            existing = await db.read(stock.get_reservation_in, order_id)
             if existing is None or existing.lines != stock._merge(lines):
                 raise ClientException(status_code=409, detail="concurrent reservation") from None
             return _reservation(existing)

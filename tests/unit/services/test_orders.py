@@ -354,12 +354,42 @@ class GatedPricing(httpx.AsyncBaseTransport):
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner, self.entered, self.gate = inner, asyncio.Event(), asyncio.Event()
+        self.waiting = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
             self.entered.set()
+            self.waiting += 1
             await self.gate.wait()
         return await self.inner.handle_async_request(request)
+
+
+async def test_a_concurrent_twin_of_a_placement_gets_409_and_one_order_exists(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    """Two placements with one Idempotency-Key both pass the lookup while the catalog
+    prices them; the key's unique constraint lets one in and the other is told to retry."""
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth()
+        pid = await product(world, admin, stock=3)
+        gated = GatedPricing(world.mesh.apps["products"])
+        world.mesh.apps["products"] = gated  # type: ignore[assignment]
+        items = [{"product_id": pid, "quantity": 1}]
+        twins = [asyncio.create_task(world.place(customer, items, key="twin-key-0001")) for _ in range(2)]
+        try:
+            async with asyncio.timeout(10):
+                while gated.waiting < 2:
+                    await asyncio.sleep(0.01)
+        finally:
+            gated.gate.set()
+        answers = [await twin for twin in twins]
+        assert sorted(a.status_code for a in answers) == [202, 409]
+        await world.settle()
+        again = await world.place(customer, items, key="twin-key-0001")
+        page = (await world.http.get("/", headers=customer)).json()
+        assert page["total"] == 1
+        assert again.status_code == 202
+        assert again.json()["order_id"] == page["items"][0]["order_id"]
 
 
 async def test_pricing_an_order_holds_no_database_connection(

@@ -156,3 +156,45 @@ async def test_the_providers_call_holds_no_database_connection(
             finally:
                 gate.set()
             assert (await slow).status_code == 201
+
+
+async def test_two_concurrent_authorizations_of_one_order_hold_the_amount_once(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    """Both calls find no payment and ask the provider; the second insert loses on the
+    order's unique payment and that call answers as the winner did."""
+    system = build_system(tmp_path, only=("users", "payments"), keys=keys)
+    app = system.apps["payments"]
+    customer, admin = auth(), auth("admin")
+    waiting: list[asyncio.Event] = []
+    both = asyncio.Event()
+    async with running(system):
+        real = app.state.provider
+
+        class BothAtOnce:
+            async def authorize(self, order_id: str, amount: int, card: str) -> Decision:
+                waiting.append(asyncio.Event())
+                if len(waiting) == 2:
+                    both.set()
+                await both.wait()
+                decision: Decision = await real.authorize(order_id, amount, card)
+                return decision
+
+        app.state.provider = BothAtOnce()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://p") as http:
+            answers = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        http.post("/authorize", json=auth_body("twice", 700), headers=customer)
+                        for _ in range(2)
+                    )
+                ),
+                10,
+            )
+            report = (await http.get("/ledger/reconciliation", headers=admin)).json()
+    assert sorted(a.status_code for a in answers) == [200, 201]
+    assert answers[0].json() == answers[1].json()
+    assert len(waiting) == 2  # both reached the provider: the insert decided
+    assert report["payments_by_status"] == {"authorized": 1}
+    assert (report["held_cents"], report["consistent"]) == (700, True)
