@@ -354,12 +354,14 @@ class GatedPricing(httpx.AsyncBaseTransport):
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner, self.entered, self.gate = inner, asyncio.Event(), asyncio.Event()
-        self.waiting = 0
+        self.waiting, self.two_waiting = 0, asyncio.Event()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
             self.entered.set()
             self.waiting += 1
+            if self.waiting == 2:
+                self.two_waiting.set()
             await self.gate.wait()
         return await self.inner.handle_async_request(request)
 
@@ -375,11 +377,11 @@ async def test_a_concurrent_twin_of_a_placement_gets_409_and_one_order_exists(
         gated = GatedPricing(world.mesh.apps["products"])
         world.mesh.apps["products"] = gated  # type: ignore[assignment]
         items = [{"product_id": pid, "quantity": 1}]
-        twins = [asyncio.create_task(world.place(customer, items, key="twin-key-0001")) for _ in range(2)]
+        twins = [
+            asyncio.create_task(world.place(customer, items, key="twin-key-0001")) for _ in range(2)
+        ]
         try:
-            async with asyncio.timeout(10):
-                while gated.waiting < 2:
-                    await asyncio.sleep(0.01)
+            await asyncio.wait_for(gated.two_waiting.wait(), 10)
         finally:
             gated.gate.set()
         answers = [await twin for twin in twins]
