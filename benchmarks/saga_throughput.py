@@ -122,7 +122,9 @@ async def watch(bootstrap: str, results: dict[str, Any], stop: asyncio.Event) ->
                 for record in records:
                     event = decode(record.value or b"")
                     if event.type in ("order.confirmed", "order.cancelled"):
-                        results["outcome"][event.data.order_id] = (event.type, now)
+                        # the record's timestamp is the relay's send (producer CreateTime)
+                        handed = record.timestamp / 1000
+                        results["outcome"][event.data.order_id] = (event.type, now, handed)
     finally:
         await consumer.stop()
 
@@ -132,9 +134,14 @@ STEPS = (
     ("placed → stock reserved", "placed", "stock_reserved"),
     ("reserved → payment authorized", "stock_reserved", "payment_authorized"),
     ("authorized → confirmed on Kafka", "payment_authorized", "seen"),
+    ("  of which: authorized → relay sends", "payment_authorized", "handed"),
+    ("  of which: relay sends → seen", "handed", "seen"),
 )
 """The saga's path, timed by the events' ``occurred_at``; an event is stamped when its
-step's work is done, before its transaction commits."""
+step's work is done, before its transaction commits. The last step is split at the
+moment the orders relay handed ``order.confirmed`` to its Kafka producer (the record's
+timestamp): before it, the commit and the relay's wake-up, read and queue; after it,
+the produce request, the broker and the load generator's fetch."""
 
 
 async def steps(
@@ -158,13 +165,40 @@ async def steps(
             e["type"]: datetime.fromisoformat(e["occurred_at"]).timestamp() for e in response.json()
         }
         at["sent"] = results["placed"][order_id] + wall
-        at["seen"] = results["outcome"][order_id][1] + wall
+        _, seen, handed = results["outcome"][order_id]
+        at["seen"], at["handed"] = seen + wall, handed
         for name, start, end in STEPS:
             if start in at and end in at:
                 durations[name].append(at[end] - at[start])
 
     await asyncio.gather(*(one(o) for o in sample))
     return durations
+
+
+def over_time(
+    placed: dict[str, float],
+    outcome: dict[str, tuple[str, float, float]],
+    began: float,
+    sent_in: float,
+    windows: int = 6,
+) -> list[str]:
+    """Place-to-confirmed by when the order was placed, in ``windows`` equal slices of
+    the sending time: a backlog that builds shows as a rising tail, a start-up transient
+    as a first slice worse than the rest."""
+    width = max(sent_in / windows, 1e-9)
+    slices: list[list[float]] = [[] for _ in range(windows)]
+    for order_id, sent in placed.items():
+        kind, seen, _ = outcome.get(order_id, ("", 0.0, 0.0))
+        if kind == "order.confirmed":
+            slices[min(int((sent - began) / width), windows - 1)].append(seen - sent)
+    lines = ["place-to-confirmed over the run (orders placed in each slice):"]
+    for i, values in enumerate(slices):
+        if len(values) > 1:
+            lines.append(
+                f"  {i * width:5.1f}-{(i + 1) * width:5.1f} s  {len(values):5d} orders  "
+                f"p50 {pct(values, 50) * 1000:7.1f} ms   p99 {pct(values, 99) * 1000:7.1f} ms"
+            )
+    return lines
 
 
 async def batch_retries(state: dict[str, Any]) -> dict[str, float]:
@@ -246,7 +280,7 @@ async def run(
     cancelled = sum(outcome.get(o, ("",))[0] == "order.cancelled" for o in placed)
     # sustained: finished orders over the time from the first placement to the last outcome
     # (a backlog that drains after the sending stops lowers it below the offered rate)
-    last = max((t for _, t in outcome.values()), default=results["began"])
+    last = max((o[1] for o in outcome.values()), default=results["began"])
     finished_in = max(last - results["began"], sent_in)
     print(
         f"offered {rate:g} orders/s for {seconds:g} s (sent in {sent_in:.1f} s): "
@@ -272,13 +306,15 @@ async def run(
             else ""
         )
     )
+    for line in over_time(placed, outcome, results["began"], sent_in):
+        print(line)
     steps_done = results["steps"]
     counted = max((len(v) for v in steps_done.values()), default=0)
     print(f"where it goes ({counted} confirmed orders' histories):")
     for name, values in steps_done.items():
         if len(values) > 1:
             print(
-                f"  {name:32s} p50 {pct(values, 50) * 1000:7.1f} ms   "
+                f"  {name:38s} p50 {pct(values, 50) * 1000:7.1f} ms   "
                 f"p99 {pct(values, 99) * 1000:7.1f} ms"
             )
     share.print(per=len(outcome), unit="order")

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from benchmarks.saga_throughput import rates, summary
+from benchmarks.saga_throughput import over_time, rates, summary
 
 
 def run(offered: float, *, errors: int = 0, p99_ms: float = 100.0) -> dict[str, float]:
@@ -50,3 +50,19 @@ def test_no_rate_passes_when_every_run_failed() -> None:
     *_, clean, fast = summary([run(200, errors=5)], slo_ms=300)
     assert clean.endswith(": none")
     assert fast.endswith(": none")
+
+
+def test_latency_over_time_slices_orders_by_when_they_were_placed() -> None:
+    placed = {f"o{i}": float(i) for i in range(12)}  # one order a second for 12 s
+    outcome = {
+        order: ("order.confirmed", sent + (2.0 if sent < 6 else 0.1), 0.0)
+        for order, sent in placed.items()
+    }
+    outcome["o11"] = ("order.cancelled", 20.0, 0.0)  # not a confirmation: left out
+    lines = over_time(placed, outcome, began=0.0, sent_in=12.0, windows=2)
+    assert lines[0].startswith("place-to-confirmed over the run")
+    first, second = lines[1:]
+    for text in ("0.0-  6.0 s", "6 orders", "p50  2000.0 ms"):
+        assert text in first
+    for text in ("6.0- 12.0 s", "5 orders", "p50   100.0 ms"):
+        assert text in second
