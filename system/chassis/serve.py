@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 import uvloop
 from litestar import Litestar
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from system.chassis.settings import ServiceSettings
 
@@ -32,6 +33,54 @@ DRAIN_S = 5
 """On SIGTERM, requests in flight get this long to finish before they are cancelled, so
 the lifespan's shutdown (outbox and span flush) still runs within the supervisor's
 grace (15 s) before its SIGKILL."""
+
+
+class HeadersWithBody:
+    """A connection's transport as uvicorn's response cycle writes to it: the status line
+    and headers, which uvicorn writes on ``http.response.start``, are held and go out
+    with the body's first write, in one ``send`` instead of two.
+
+    Two writes a response meant two segments on loopback and, often, two wake-ups of
+    Envoy on the other core to read one answer. A held header block that no body write
+    follows (an app that streams slowly, or fails after starting) is written at the end
+    of the loop's current turn, or at once by ``close``. Interim answers
+    (``100 Continue``) and everything else pass straight through."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n") and data[9:10] != b"1":
+            self._held = data
+            self._loop.call_soon(self.flush)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+class OneWriteHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering through :class:`HeadersWithBody`."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.transport = HeadersWithBody(transport, self.loop)  # type: ignore[assignment]
 
 
 class _Server(uvicorn.Server):
@@ -51,7 +100,7 @@ def server(app: Litestar, settings: ServiceSettings) -> uvicorn.Server:
         host=settings.host,
         port=settings.port,
         loop="none",  # the running loop: see serve()
-        http="httptools",
+        http=OneWriteHttpTools,
         ws="none",
         lifespan="on",
         log_config=None,  # the chassis' JSON logging stays as configured
