@@ -24,6 +24,7 @@ def build(
             app.state.events.session_maker,
             app.state.mesh,
             token,
+            reader=app.state.transactions.reader,
             tracer_provider=app.state.tracer_provider,
         )
         await app.state.saga.start()

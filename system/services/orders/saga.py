@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,7 @@ from system.services.orders.aggregate import (
     Action,
     DomainEvent,
     OrderState,
+    Status,
     apply,
     next_action,
 )
@@ -82,10 +83,14 @@ class SagaDriver:
         mesh: MeshClient,
         token: ServiceToken,
         *,
+        reader: async_sessionmaker[AsyncSession] | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._settings = settings
         self._maker = session_maker
+        self._reader = reader or session_maker
+        """Where the sweep looks for orphans: on SQLite the reader pool, so the sweep never
+        holds the one writer connection."""
         self._mesh = mesh
         self._token = token
         self.leases = SagaLeases(
@@ -296,16 +301,24 @@ class SagaDriver:
 
     async def _orphans(self) -> list[str]:
         """Unfinished orders whose lease is missing or expired."""
-        now = datetime.now(UTC)
-        async with self._maker() as session:
-            rows = await session.scalars(
-                select(OrderView.order_id)
-                .outerjoin(SagaLease, SagaLease.order_id == OrderView.order_id)
-                .where(OrderView.status.not_in([s.value for s in TERMINAL]))
-                .where((SagaLease.id.is_(None)) | (SagaLease.expires_at < now))
-                .limit(100)
-            )
-            return [r for r in rows if r not in self._driving]
+        found = await in_transaction(self._reader, _orphans_in, datetime.now(UTC))
+        return [order_id for order_id in found if order_id not in self._driving]
+
+
+_UNFINISHED = sorted(status.value for status in Status if status not in TERMINAL)
+_ORPHANS = (
+    select(OrderView.order_id)
+    .outerjoin(SagaLease, SagaLease.order_id == OrderView.order_id)
+    # the unfinished statuses named (not "not terminal"): the status index finds the
+    # orders in flight, where NOT IN read every order ever placed, once a second
+    .where(OrderView.status.in_(_UNFINISHED))
+    .where((SagaLease.id.is_(None)) | (SagaLease.expires_at < bindparam("now")))
+    .limit(100)
+)
+
+
+def _orphans_in(session: Session, now: datetime) -> list[str]:
+    return list(session.scalars(_ORPHANS, {"now": now}))
 
 
 def _refusal(status: int, body: Any, reasons: dict[int, str]) -> Outcome:

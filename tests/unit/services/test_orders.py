@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from litestar import Litestar
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, event, insert, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -22,7 +23,8 @@ from system.chassis.inprocess import InProcessMesh
 from system.chassis.keys import KeyFiles
 from system.chassis.outbox import OutboxMessage
 from system.services.orders.leases import SagaLeases
-from system.services.orders.models import SagaLease
+from system.services.orders.models import OrderView, SagaLease
+from system.services.orders.saga import _ORPHANS, _orphans_in
 from system.services.orders.settings import OrdersSettings
 
 SERVICES = ("users", "products", "payments", "orders")
@@ -315,6 +317,59 @@ async def test_customers_see_only_their_orders(
             key="key-unknown",
         )
         assert unknown.status_code == 422
+
+
+async def test_the_sweep_finds_unfinished_orders_without_a_live_lease_by_index(
+    tmp_path: Path,
+) -> None:
+    """The sweep runs every second: it must find the orders in flight through the status
+    index, not by reading every order ever placed (NOT IN scanned the table)."""
+    engine = create_engine(OrdersSettings(data_dir=tmp_path))
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.run_sync(OrderView.metadata.create_all)
+        await conn.execute(
+            insert(OrderView),
+            [
+                {
+                    "order_id": order_id,
+                    "user_id": "u",
+                    "status": status,
+                    "total_cents": 1,
+                    "items": [],
+                    "version": 1,
+                    "placed_at": now,
+                    "updated_at": now,
+                }
+                for order_id, status in (
+                    ("no-lease", "RESERVED"),
+                    ("expired", "CANCELLING"),
+                    ("held", "PLACED"),
+                    ("done", "CONFIRMED"),
+                    ("gone", "CANCELLED"),
+                )
+            ],
+        )
+        await conn.execute(
+            insert(SagaLease),
+            [
+                {"order_id": "expired", "owner": "o-1", "expires_at": now - timedelta(seconds=1)},
+                {"order_id": "held", "owner": "o-1", "expires_at": now + timedelta(seconds=30)},
+            ],
+        )
+        query = _ORPHANS.params(now=now).compile(
+            dialect=engine.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        values = tuple(query.params[name] for name in query.positiontup or ())
+        plan = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", values)).all()
+    maker = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        assert sorted(await in_transaction(maker, _orphans_in, now)) == ["expired", "no-lease"]
+        steps = [row[-1] for row in plan]
+        assert not any(step.startswith("SCAN order_view") for step in steps), steps
+        assert any("ix_order_view_status" in step for step in steps), steps
+    finally:
+        await engine.dispose()
 
 
 async def test_a_lease_is_held_by_one_replica_until_it_expires_or_is_released(
