@@ -344,6 +344,10 @@ class MeshClient:
             if timeouts == made:
                 raise
             raise UpstreamFailed(upstream, f"{made} attempts failed, the last timed out") from exc
+        finally:
+            # tenacity keeps its next actions, bound methods of the retrying object, in the
+            # object's own state: a reference cycle per call that only the collector frees
+            retrying.iter_state.reset()
 
     async def _send(self, request: _Outgoing) -> httpx.Response:
         """One attempt in a CLIENT span whose context travels in ``traceparent``, with the
