@@ -1,17 +1,21 @@
 """A local stack as a context manager: for the pytest fixtures and for scripts.
 
 It starts the supervisor detached, waits for readiness with a deadline, yields the
-state (ports, pids) and always stops the stack, even when the body raises.
+state (ports, pids) and always stops the stack, even when the body raises or the process
+is sent SIGTERM.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
+import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from system.runtime import control
@@ -71,14 +75,38 @@ def free_port_base(
 
 
 @contextmanager
+def stopping_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM ends the process by ``SystemExit`` (status 143), so the
+    ``finally`` blocks run: Python's default ends it at once, which left a benchmark's
+    whole stack running after a ``kill``. Only in the main thread, and only where SIGTERM
+    still has its default action (a runner that handles it keeps its own handler)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def leave(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
 def local_stack(
     paths: StackPaths, settings: StackSettings, *, timeout: float = 180.0
 ) -> Iterator[dict[str, Any]]:
-    pid = control.start(paths, settings)
-    try:
-        yield control.wait_ready(paths, pid, timeout=timeout)
-    finally:
-        control.stop(paths)
+    with stopping_on_sigterm():
+        pid = control.start(paths, settings)
+        try:
+            yield control.wait_ready(paths, pid, timeout=timeout)
+        finally:
+            control.stop(paths)
 
 
 def events_only_topology(folder: Path) -> Path:
