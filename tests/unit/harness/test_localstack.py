@@ -24,29 +24,25 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_sigterm_unwinds_the_block_so_the_stack_is_stopped(tmp_path: Path) -> None:
-    marker = tmp_path / "marker"
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(marker)],
-        cwd=Path(__file__).resolve().parents[3],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 143, done.stderr
-    assert marker.read_text() == "stopped"
-
-
-def test_outside_the_block_sigterm_keeps_its_default(tmp_path: Path) -> None:
-    script = SCRIPT.replace("with stopping_on_sigterm():", "if True:")
-    assert script != SCRIPT
-    marker = tmp_path / "marker"
-    done = subprocess.run(
+def killed(script: str, marker: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
         [sys.executable, "-c", script, str(marker)],
         cwd=Path(__file__).resolve().parents[3],
         capture_output=True,
         timeout=30,
         check=False,
     )
+
+
+def test_sigterm_unwinds_the_block_so_the_stack_is_stopped(tmp_path: Path) -> None:
+    done = killed(SCRIPT, tmp_path / "marker")
+    assert done.returncode == 143, done.stderr
+    assert (tmp_path / "marker").read_text() == "stopped"
+
+
+def test_outside_the_block_sigterm_keeps_its_default(tmp_path: Path) -> None:
+    script = SCRIPT.replace("with stopping_on_sigterm():", "if True:")
+    assert script != SCRIPT
+    done = killed(script, tmp_path / "marker")
     assert done.returncode == -15  # killed by the signal: no finally ran
-    assert not marker.exists()
+    assert not (tmp_path / "marker").exists()

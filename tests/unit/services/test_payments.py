@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +33,18 @@ async def client(tmp_path: Path, keys: KeyFiles) -> AsyncIterator[Client]:
     )
     async with AsyncTestClient(build(settings)) as client:
         yield client
+
+
+class HeldProvider:
+    """The real provider, each authorization held first by ``hold(order_id)``."""
+
+    def __init__(self, real: Any, hold: Callable[[str], Awaitable[None]]) -> None:
+        self.real, self.hold = real, hold
+
+    async def authorize(self, order_id: str, amount: int, card: str) -> Decision:
+        await self.hold(order_id)
+        decision: Decision = await self.real.authorize(order_id, amount, card)
+        return decision
 
 
 def auth_body(order: str, amount: int = 1999, card: str = "tok_visa_4242") -> dict[str, object]:
@@ -130,17 +143,13 @@ async def test_the_providers_call_holds_no_database_connection(
     customer = auth()
     entered, gate = asyncio.Event(), asyncio.Event()
     async with running(system):
-        real = app.state.provider
 
-        class Gated:
-            async def authorize(self, order_id: str, amount: int, card: str) -> Decision:
-                if order_id == "slow":
-                    entered.set()
-                    await gate.wait()
-                decision: Decision = await real.authorize(order_id, amount, card)
-                return decision
+        async def hold(order_id: str) -> None:
+            if order_id == "slow":
+                entered.set()
+                await gate.wait()
 
-        app.state.provider = Gated()
+        app.state.provider = HeldProvider(app.state.provider, hold)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://p") as http:
             slow = asyncio.create_task(
@@ -169,18 +178,14 @@ async def test_two_concurrent_authorizations_of_one_order_hold_the_amount_once(
     waiting: list[asyncio.Event] = []
     both = asyncio.Event()
     async with running(system):
-        real = app.state.provider
 
-        class BothAtOnce:
-            async def authorize(self, order_id: str, amount: int, card: str) -> Decision:
-                waiting.append(asyncio.Event())
-                if len(waiting) == 2:
-                    both.set()
-                await both.wait()
-                decision: Decision = await real.authorize(order_id, amount, card)
-                return decision
+        async def hold(_order_id: str) -> None:
+            waiting.append(asyncio.Event())
+            if len(waiting) == 2:
+                both.set()
+            await both.wait()
 
-        app.state.provider = BothAtOnce()
+        app.state.provider = HeldProvider(app.state.provider, hold)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://p") as http:
             answers = await asyncio.wait_for(
