@@ -126,7 +126,7 @@ async def in_transaction(
     of an ``AsyncSession`` also closes it in a task of its own (shielded from
     cancellation), two more turns of the event loop. A saga step's transaction (three to
     five statements) cost ~20% less in one ``run_sync``, and a one-statement transaction
-    ~25% less again without the ``AsyncSession`` (``benchmarks/transaction_cost.py``).
+    ~22% less again without the ``AsyncSession`` (``benchmarks/transaction_cost.py``).
     ``work`` runs on the event loop's thread and must not block: statements only, no
     network. Cancelling the awaiting task still ends the transaction: the greenlet's
     pending pool or statement wait raises, and the ``with`` blocks roll back and close."""
