@@ -7,7 +7,7 @@ import asyncio
 import socket
 
 import aiohttp
-from litestar import Litestar, get
+from litestar import Litestar, get, route
 
 from harness.localstack import free_port
 from system.chassis.serve import HeadersWithBody, server
@@ -100,7 +100,7 @@ async def test_held_headers_are_written_by_the_end_of_the_turn_or_by_close() -> 
 
 
 async def test_a_served_answer_is_whole_through_the_one_write_transport() -> None:
-    @get("/thing")
+    @route("/thing", http_method=["GET", "HEAD"])
     async def thing() -> dict[str, str]:
         return {"a": "b" * 5000}
 
@@ -118,6 +118,10 @@ async def test_a_served_answer_is_whole_through_the_one_write_transport() -> Non
                     assert response.status == 200
                     assert response.headers["content-type"] == "application/json"
                     assert await response.json() == {"a": "b" * 5000}
+                # HEAD: headers and no body write at all, flushed at the end of the turn
+                async with http.head(f"http://127.0.0.1:{port}/thing") as response:
+                    assert response.status == 200
+                    assert await response.read() == b""
     finally:
         running.should_exit = True
         await asyncio.wait_for(serving, 10)
