@@ -284,7 +284,7 @@ async def run(
         with CpuShare(state) as idle:
             await asyncio.sleep(idle_seconds)
         url = f"{base}/orders/"
-        warm: dict[str, Any] = {"accept": [], "errors": [], "placed": {}, "outcome": {}}
+        warm: dict[str, Any] = {"accept": [], "errors": [], "placed": {}}
         warming = asyncio.create_task(place_orders(url, headers, products, rate, warmup, warm))
         await asyncio.sleep(warmup)
         share = CpuShare(state).__enter__()

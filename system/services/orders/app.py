@@ -21,10 +21,9 @@ def build(
         app.state.service_token = token
         app.state.saga = SagaDriver(
             settings,
-            app.state.events.session_maker,
+            app.state.transactions,
             app.state.mesh,
             token,
-            reader=app.state.transactions.reader,
             tracer_provider=app.state.tracer_provider,
         )
         await app.state.saga.start()

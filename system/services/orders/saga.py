@@ -21,11 +21,10 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from system.chassis.credentials import ServiceToken
-from system.chassis.db import in_transaction
+from system.chassis.db import Transactions, in_transaction
 from system.chassis.outbound import MeshClient, UpstreamError
 from system.services.orders import store
 from system.services.orders.aggregate import (
@@ -79,22 +78,21 @@ class SagaDriver:
     def __init__(
         self,
         settings: OrdersSettings,
-        session_maker: async_sessionmaker[AsyncSession],
+        transactions: Transactions,
         mesh: MeshClient,
         token: ServiceToken,
         *,
-        reader: async_sessionmaker[AsyncSession] | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._settings = settings
-        self._maker = session_maker
-        self._reader = reader or session_maker
+        self._maker = transactions.writer
+        self._reader = transactions.reader
         """Where the sweep looks for orphans: on SQLite the reader pool, so the sweep never
         holds the one writer connection."""
         self._mesh = mesh
         self._token = token
         self.leases = SagaLeases(
-            settings.replica or f"{settings.name}-{settings.port}", settings.lease_s, session_maker
+            settings.replica or f"{settings.name}-{settings.port}", settings.lease_s, self._maker
         )
         self._tracer = trace.get_tracer("orders.saga", tracer_provider=tracer_provider)
         self._driving: dict[str, asyncio.Task[None]] = {}

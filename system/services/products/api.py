@@ -317,10 +317,10 @@ def _stock_event(kind: type[Any], reservation: stock.Reservation) -> Any:
 
 
 def _reserve(session: Session, order_id: str, lines: list[stock.Line]) -> stock.Reservation:
-    """Reserve, and stage ``stock.reserved`` for a new reservation (not a repeat), in one
-    greenlet (``run_sync``)."""
-    result = stock.reserve_in(session, order_id, lines)
-    if result.state == "reserved":
+    """Reserve, and stage ``stock.reserved`` for a new reservation (a repeat stages
+    nothing), in one transaction (:meth:`Transactions.write`)."""
+    result, created = stock.reserve_in(session, order_id, lines)
+    if created:
         stage_in(session, _stock_event(StockReservedV1, result))
     return result
 

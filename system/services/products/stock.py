@@ -138,13 +138,15 @@ def _merge(lines: Sequence[Line]) -> tuple[Line, ...]:
     return tuple(Line(pid, qty) for pid, qty in sorted(totals.items()))
 
 
-def reserve_in(session: Session, order_id: str, lines: Sequence[Line]) -> Reservation:
+def reserve_in(session: Session, order_id: str, lines: Sequence[Line]) -> tuple[Reservation, bool]:
+    """The order's reservation, and whether this call made it (a repeat returns the one
+    held, unchanged)."""
     wanted = _merge(lines)
     existing = get_reservation_in(session, order_id)
     if existing is not None:
         if existing.lines != wanted:
             raise ReservationConflict(f"order {order_id} already holds a different reservation")
-        return existing
+        return existing, False
     ids = [line.product_id for line in wanted]
     known = set(session.scalars(_KNOWN, {"ids": ids}).all())
     if missing := [pid for pid in ids if pid not in known]:
@@ -163,7 +165,7 @@ def reserve_in(session: Session, order_id: str, lines: Sequence[Line]) -> Reserv
             short.append(line.product_id)
     if short:
         raise OutOfStock(short)  # the caller rolls back: all or nothing
-    return Reservation(order_id, "reserved", wanted)
+    return Reservation(order_id, "reserved", wanted), True
 
 
 _MOVES = "products.stock_moves"

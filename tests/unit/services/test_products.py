@@ -138,6 +138,9 @@ async def test_a_reservation_is_idempotent_by_order(
     }
     other = await client.put("/reservations/order-1", json=reserve_body((pid, 1)), headers=customer)
     assert other.status_code == 409
+    async with client.app.state.events.session_maker() as session:
+        staged = (await session.scalars(select(OutboxMessage.event_type))).all()
+    assert staged == ["stock.reserved"]  # the repeat announced nothing new
 
 
 async def test_concurrent_orders_for_the_last_unit_get_it_once(
