@@ -8,8 +8,10 @@ rounds interleaved so that the machine's drift hits all three alike:
 
 * ``AsyncSession`` + ``run_sync``: ``async with maker() as session`` and the work in one
   ``run_sync`` (how ``system.chassis.db.in_transaction`` did it until the eighth session);
-* ``in_transaction``: what the chassis does now (a synchronous ``Session`` opened, used,
-  committed and closed in one greenlet);
+* synchronous ``Session`` in one greenlet: opened, used, committed and closed in it (how
+  ``in_transaction`` did it in the eighth session);
+* ``in_transaction``: what the chassis does now (a Core ``Connection`` checked out, used,
+  committed and returned in one greenlet);
 * ``sqlite3``: the same statement, ``BEGIN`` and ``COMMIT`` on a bare :mod:`sqlite3`
   connection to the same file, no SQLAlchemy: the floor.
 
@@ -30,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, insert, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
+from sqlalchemy.util import greenlet_spawn
 
-from system.chassis.db import create_engine, in_transaction, table_of
+from system.chassis.db import Executor, create_engine, in_transaction, table_of
 from system.chassis.settings import ServiceSettings
 from system.services.orders.models import OrderView
 
@@ -43,7 +46,7 @@ RAW_SET_STATUS = "UPDATE order_view SET status = ?, version = ? WHERE order_id =
 ROWS = 100
 
 
-def set_status(session: Session, i: int) -> None:
+def set_status(session: Executor, i: int) -> None:
     session.execute(SET_STATUS, {"the_order": f"o{i % ROWS}", "status": "RESERVED", "version": i})
 
 
@@ -79,6 +82,13 @@ async def run(transactions: int, rounds: int) -> dict[str, float]:
             async with maker() as session:
                 await session.run_sync(lambda s: _committed(s, i))
 
+        def in_one_session(i: int) -> None:
+            with _sync_session(maker) as session, session.begin():
+                set_status(session, i)
+
+        async def with_sync_session(i: int) -> None:
+            await greenlet_spawn(in_one_session, i)
+
         async def with_in_transaction(i: int) -> None:
             await in_transaction(maker, set_status, i)
 
@@ -89,6 +99,7 @@ async def run(transactions: int, rounds: int) -> dict[str, float]:
 
         ways: dict[str, Callable[[int], Awaitable[None]]] = {
             "AsyncSession + run_sync": with_async_session,
+            "Session in one greenlet": with_sync_session,
             "in_transaction": with_in_transaction,
             "sqlite3 (floor)": with_sqlite3,
         }
@@ -105,6 +116,13 @@ async def run(transactions: int, rounds: int) -> dict[str, float]:
         raw.close()
         await engine.dispose()
     return {name: statistics.median(samples) for name, samples in spent.items()}
+
+
+def _sync_session(maker: async_sessionmaker[AsyncSession]) -> Session:
+    """The synchronous ``Session`` an ``AsyncSession`` of ``maker`` would wrap."""
+    options = dict(maker.kw)
+    engine = options.pop("bind")
+    return Session(bind=engine.sync_engine, **options)
 
 
 def _committed(session: Session, i: int) -> Any:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Insert, Table, event
+from sqlalchemy import Connection, Engine, Insert, Table, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -110,32 +110,61 @@ def forget_at_transaction_end(key: str) -> None:
     event.listen(Session, "after_transaction_end", forget)
 
 
+Executor = Session | Connection
+"""What a synchronous statement function runs on: the Core ``Connection`` of
+:func:`in_transaction`, or an ORM ``Session`` (``AsyncSession.run_sync``)."""
+
+_AFTER_COMMIT = "chassis.after_commit"
+
+
+def after_commit(connection: Connection, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once the :func:`in_transaction` holding ``connection`` has
+    committed; not at all if it rolls back. Registering one callback twice calls it once."""
+    connection.info.setdefault(_AFTER_COMMIT, {})[callback] = None
+
+
 async def in_transaction(
-    maker: async_sessionmaker[AsyncSession],
-    work: Callable[Concatenate[Session, P], T],
+    source: async_sessionmaker[AsyncSession] | AsyncEngine,
+    work: Callable[Concatenate[Connection, P], T],
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> T:
-    """``work(session, *args, **kwargs)`` in a transaction of its own, committed when it
-    returns and rolled back if it raises, all in one greenlet: the session is opened,
-    used, committed and closed in it.
+    """``work(connection, *args, **kwargs)`` in a transaction of its own, committed when
+    it returns and rolled back if it raises, all in one greenlet: a Core ``Connection``
+    of ``source``'s engine is checked out, used, committed and returned in it.
 
     Every awaited statement, ``begin``, ``commit`` and ``close`` of an ``AsyncSession``
     starts a greenlet of its own, and each new greenlet maps and unmaps a frame stack
     chunk (~10 µs here) on top of the async layer's own cost; leaving an ``async with``
     of an ``AsyncSession`` also closes it in a task of its own (shielded from
-    cancellation), two more turns of the event loop. A saga step's transaction (three to
-    five statements) cost ~20% less in one ``run_sync``, and a one-statement transaction
-    ~22% less again without the ``AsyncSession`` (``benchmarks/transaction_cost.py``).
+    cancellation), two more turns of the event loop. And the ORM ``Session`` itself
+    (its construction, its transaction's state machine, ``Session.execute`` routing each
+    statement) cost more than a Core statement on its connection: a one-statement
+    transaction takes ~0.6x the CPU of a synchronous ``Session`` in one greenlet, itself
+    ~0.75x an ``AsyncSession`` (``benchmarks/transaction_cost.py``). So ``work`` gets
+    Core's API (``execute``, ``scalars``, ``scalar``: statements, no unit of work) and
+    :func:`after_commit` for what must follow the commit.
+
     ``work`` runs on the event loop's thread and must not block: statements only, no
     network. Cancelling the awaiting task still ends the transaction: the greenlet's
-    pending pool or statement wait raises, and the ``with`` blocks roll back and close."""
+    pending pool or statement wait raises, and the ``with`` blocks roll back and return
+    the connection."""
+    engine = source.sync_engine if isinstance(source, AsyncEngine) else _engine_of(source)
 
-    def committed() -> T:
-        with _sync_session(maker) as session, session.begin():
-            return work(session, *args, **kwargs)
+    def committed() -> tuple[T, dict[Callable[[], None], None]]:
+        with engine.connect() as connection:
+            connection.info.pop(_AFTER_COMMIT, None)  # left by a connection used elsewhere
+            try:
+                with connection.begin():
+                    result = work(connection, *args, **kwargs)
+            finally:
+                callbacks = connection.info.pop(_AFTER_COMMIT, None) or {}
+            return result, callbacks
 
-    return await greenlet_spawn(committed)
+    result, callbacks = await greenlet_spawn(committed)
+    for callback in callbacks:
+        callback()
+    return result
 
 
 @dataclass(frozen=True)
@@ -150,24 +179,24 @@ class Transactions:
     """The reader pool on SQLite (never waits for the one writer), the writer elsewhere."""
 
     async def write(
-        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+        self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """``work`` in a transaction on the writer, committed when it returns."""
         return await in_transaction(self.writer, work, *args, **kwargs)
 
     async def read(
-        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+        self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """``work`` in a read-only transaction (on SQLite, writing in it fails)."""
         return await in_transaction(self.reader, work, *args, **kwargs)
 
 
-def _sync_session(maker: async_sessionmaker[AsyncSession]) -> Session:
-    """The synchronous ``Session`` an ``AsyncSession`` of ``maker`` would wrap."""
-    options = dict(maker.kw)
-    engine: AsyncEngine = options.pop("bind")
-    session_class = options.pop("sync_session_class", None) or Session
-    return session_class(bind=engine.sync_engine, **options)
+def _engine_of(maker: async_sessionmaker[AsyncSession]) -> Engine:
+    """The synchronous engine the sessions of ``maker`` are bound to."""
+    bind = maker.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):
+        raise TypeError(f"{maker!r} is not bound to one AsyncEngine")
+    return bind.sync_engine
 
 
 def table_of(model: Any) -> Table:
@@ -198,7 +227,7 @@ def _insert_if_absent_elsewhere(element: InsertIfAbsent, compiler: Any, **kw: An
 
 
 def insert_if_absent_in(
-    session: Session, model: Any, rows: dict[str, Any] | list[dict[str, Any]]
+    session: Executor, model: Any, rows: dict[str, Any] | list[dict[str, Any]]
 ) -> int:
     """:func:`insert_if_absent` in the caller's greenlet (inside ``run_sync``, e.g. by
     :func:`in_transaction`)."""

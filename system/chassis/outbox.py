@@ -57,6 +57,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import (
+    Connection,
     Index,
     LargeBinary,
     String,
@@ -72,7 +73,13 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from system.chassis.db import forget_at_transaction_end, in_transaction, table_of
+from system.chassis.db import (
+    Executor,
+    after_commit,
+    forget_at_transaction_end,
+    in_transaction,
+    table_of,
+)
 from system.events import Event, encode
 
 __all__ = [
@@ -135,11 +142,15 @@ async def stage(session: AsyncSession, event: Event[Any]) -> None:
     await session.run_sync(stage_in, event)
 
 
-def stage_in(session: Session, event: Event[Any]) -> None:
-    """:func:`stage` for code that runs in :meth:`AsyncSession.run_sync` (a whole
-    transaction in one greenlet: each awaited statement starts one, at ~10 µs each)."""
+def stage_in(session: Executor, event: Event[Any]) -> None:
+    """:func:`stage` for code that runs in one greenlet: a Core connection of
+    :func:`~system.chassis.db.in_transaction`, or :meth:`AsyncSession.run_sync`'s
+    session (each awaited statement starts a greenlet, at ~10 µs each)."""
     session.execute(_INSERT, _row(event))
-    session.info[_STAGED] = True
+    if isinstance(session, Session):
+        session.info[_STAGED] = True
+    else:
+        after_commit(session, _wake_relays)
 
 
 def _row(event: Event[Any]) -> dict[str, Any]:
@@ -161,10 +172,14 @@ def _row(event: Event[Any]) -> dict[str, Any]:
 _RELAYS: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
 
 
+def _wake_relays() -> None:
+    for relay in list(_RELAYS):
+        relay.notify()
+
+
 def _after_commit(session: Session) -> None:
     if session.info.pop(_STAGED, False):
-        for relay in list(_RELAYS):
-            relay.notify()
+        _wake_relays()
 
 
 sa_event.listen(Session, "after_commit", _after_commit)
@@ -273,7 +288,7 @@ _COUNT_UNPUBLISHED = select(func.count()).where(_OUTBOX.c.published_at.is_(None)
 _MARK_PUBLISHED = update(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
 
 
-def _mark(session: Session, ids: list[Any], now: datetime) -> None:
+def _mark(session: Connection, ids: list[Any], now: datetime) -> None:
     session.execute(_MARK_PUBLISHED, {"ids": ids, "published_at": now})
 
 
@@ -567,7 +582,7 @@ class OutboxRelay:
                 self._idle.notify_all()
         return remaining
 
-    def _unpublished_rows(self, session: Session) -> tuple[list[Any], int]:
+    def _unpublished_rows(self, session: Connection) -> tuple[list[Any], int]:
         """The next batch of rows to publish, and how many are waiting in all."""
         rows = list(session.execute(self._unpublished).all())
         pending = len(rows)

@@ -12,13 +12,12 @@ from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from msgspec import Meta, Struct
 from opentelemetry import propagate
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import Row, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from system.chassis.auth import Principal
-from system.chassis.db import Transactions, table_of
+from system.chassis.db import Executor, Transactions, table_of
 from system.chassis.deps import ReadSession
 from system.chassis.openapi import Link
 from system.chassis.outbound import UpstreamError
@@ -83,7 +82,13 @@ class HistoryEntry(Struct):
     occurred_at: str
 
 
-def _resource(v: OrderView) -> OrderResource:
+_VIEWS = table_of(OrderView)
+_VIEW_OF = select(*(_VIEWS.c[name] for name in OrderResource.__struct_fields__)).where(
+    _VIEWS.c.order_id == bindparam("the_order")
+)
+
+
+def _resource(v: OrderView | Row[Any]) -> OrderResource:
     return OrderResource(
         v.order_id,
         v.user_id,
@@ -117,7 +122,7 @@ def _accepted(order: OrderResource, settings: OrdersSettings) -> Response[Any]:
 
 
 def _place(
-    session: Session, leases: SagaLeases, placed: DomainEvent, key: dict[str, str]
+    session: Executor, leases: SagaLeases, placed: DomainEvent, key: dict[str, str]
 ) -> tuple[OrderState, Lease]:
     """The placing transaction (:meth:`Transactions.write`): the order's first event
     (with its read model row and ``order.placed`` in the outbox), its saga's lease and
@@ -128,7 +133,9 @@ def _place(
     return state, lease
 
 
-def _seen(session: Session, user: Principal, key: str) -> tuple[str, str, OrderView | None] | None:
+def _seen(
+    session: Executor, user: Principal, key: str
+) -> tuple[str, str, OrderResource | None] | None:
     """An earlier placement with this Idempotency-Key: its request hash, its order id and
     the order if this user may see it."""
     seen = session.execute(_SEEN, {"the_user": user.user_id, "the_key": key}).first()
@@ -141,14 +148,15 @@ def _request_hash(body: PlaceOrder) -> str:
     return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
 
 
-def _visible_in(session: Session, order_id: str, user: Principal) -> OrderView | None:
-    view: OrderView | None = session.scalar(select(OrderView).where(OrderView.order_id == order_id))
+def _visible_in(session: Executor, order_id: str, user: Principal) -> OrderResource | None:
+    """The order's read model row if ``user`` may see it."""
+    view = session.execute(_VIEW_OF, {"the_order": order_id}).first()
     if view is None or (view.user_id != user.user_id and user.role != "admin"):
         return None
-    return view
+    return _resource(view)
 
 
-async def _visible(db: AsyncSession, order_id: str, user: Principal) -> OrderView:
+async def _visible(db: AsyncSession, order_id: str, user: Principal) -> OrderResource:
     view = await db.run_sync(_visible_in, order_id, user)
     if view is None:
         raise NotFoundException(detail=f"no order {order_id}")
@@ -196,7 +204,7 @@ class OrdersController(Controller):
                 )
             if view is None:
                 raise NotFoundException(detail=f"no order {order_id}")
-            return _accepted(_resource(view), settings)
+            return _accepted(view, settings)
         try:
             priced = await self._price(data, request)
         except UpstreamError:
@@ -262,7 +270,7 @@ class OrdersController(Controller):
         self, order_id: FromPath[str], db_read: ReadSession, request: Request[Principal, Any, Any]
     ) -> OrderResource:
         """The order as the read model has it (customers see their own)."""
-        return _resource(await _visible(db_read, order_id, request.user))
+        return await _visible(db_read, order_id, request.user)
 
     @get("/", responses=problem_responses(400, 401))
     async def list_orders(

@@ -21,9 +21,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 
-from system.chassis.db import in_transaction, insert_if_absent_in, table_of
+from system.chassis.db import Executor, in_transaction, insert_if_absent_in, table_of
 from system.services.orders.models import SagaLease
 
 _LEASES = table_of(SagaLease)
@@ -53,7 +52,7 @@ class SagaLeases:
         """Less than half of the lease left: renew it before going on."""
         return lease.expires_at - datetime.now(UTC) < self._length / 2
 
-    def hold(self, session: Session, order_id: str) -> Lease:
+    def hold(self, session: Executor, order_id: str) -> Lease:
         """Take the lease on a new order in the caller's transaction (the one placing it)."""
         lease = Lease(datetime.now(UTC) + self._length)
         session.execute(
@@ -67,7 +66,7 @@ class SagaLeases:
         that a lease taken meanwhile makes a no-op. ``None``: another replica holds it."""
         return await in_transaction(self._maker, self._claim, order_id)
 
-    def _claim(self, session: Session, order_id: str) -> Lease | None:
+    def _claim(self, session: Executor, order_id: str) -> Lease | None:
         now = datetime.now(UTC)
         expires = now + self._length
         values = {"owner": self.owner, "expires_at": expires}
@@ -78,13 +77,13 @@ class SagaLeases:
                 return None
         return Lease(expires)
 
-    def renew(self, session: Session, order_id: str, lease: Lease) -> None:
+    def renew(self, session: Executor, order_id: str, lease: Lease) -> None:
         """Extend ``lease`` in the caller's transaction."""
         expires = datetime.now(UTC) + self._length
         session.execute(_RENEW, {**self._mine(order_id), "expires_at": expires})
         lease.expires_at = expires
 
-    def drop(self, session: Session, order_id: str) -> None:
+    def drop(self, session: Executor, order_id: str) -> None:
         """Delete the lease in the caller's transaction (with the order's final event)."""
         session.execute(_DROP, self._mine(order_id))
 

@@ -21,10 +21,9 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
 
 from system.chassis.credentials import ServiceToken
-from system.chassis.db import Transactions, in_transaction
+from system.chassis.db import Executor, Transactions, in_transaction
 from system.chassis.outbound import MeshClient, UpstreamError
 from system.services.orders import store
 from system.services.orders.aggregate import (
@@ -210,7 +209,7 @@ class SagaDriver:
         return await in_transaction(self._maker, self._append, state, events, lease)
 
     def _append(
-        self, session: Session, state: OrderState, events: list[DomainEvent], lease: Lease
+        self, session: Executor, state: OrderState, events: list[DomainEvent], lease: Lease
     ) -> OrderState:
         new_state = store.append_in(session, state, events)
         if new_state.status in TERMINAL:
@@ -315,7 +314,7 @@ _ORPHANS = (
 )
 
 
-def _orphans_in(session: Session, now: datetime) -> list[str]:
+def _orphans_in(session: Executor, now: datetime) -> list[str]:
     return list(session.scalars(_ORPHANS, {"now": now}))
 
 

@@ -11,9 +11,8 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
-from system.chassis.db import table_of
+from system.chassis.db import Executor, table_of
 from system.chassis.outbox import stage_in
 from system.events.schemas import (
     OrderCancelledV1,
@@ -52,7 +51,7 @@ def event(type_: str, **data: Any) -> DomainEvent:
     return DomainEvent(type_, data, datetime.now(UTC))
 
 
-def append_in(session: Session, state: OrderState, events: Sequence[DomainEvent]) -> OrderState:
+def append_in(session: Executor, state: OrderState, events: Sequence[DomainEvent]) -> OrderState:
     """Append ``events`` after ``state.version``; :class:`ConcurrencyConflict` if the
     stream moved. The caller commits. Synchronous: it runs in the caller's transaction's
     one greenlet (``AsyncSession.run_sync``, ``system.chassis.db.in_transaction``).
@@ -102,7 +101,7 @@ def _items(state: OrderState) -> list[OrderItem]:
     ]
 
 
-def _publish(session: Session, state: OrderState, item: DomainEvent) -> None:
+def _publish(session: Executor, state: OrderState, item: DomainEvent) -> None:
     if item.type == "placed":
         stage_in(
             session,
@@ -142,7 +141,7 @@ def _publish(session: Session, state: OrderState, item: DomainEvent) -> None:
         )
 
 
-def _project(session: Session, state: OrderState, *, first: bool) -> None:
+def _project(session: Executor, state: OrderState, *, first: bool) -> None:
     """The read model follows the stream in the same transaction (CQRS, synchronous):
     inserted with the stream's first event, updated with every later one."""
     if state.status is None or state.placed_at is None or state.updated_at is None:

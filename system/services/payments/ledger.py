@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from system.chassis.db import Transactions, table_of
+from system.chassis.db import Executor, Transactions, table_of
 from system.chassis.outbox import stage_in
 from system.events.schemas import (
     PaymentAuthorizedV1,
@@ -66,7 +66,7 @@ async def find(session: AsyncSession, order_id: str, *, for_update: bool = False
     return await session.run_sync(find_in, order_id, for_update=for_update)
 
 
-def find_in(session: Session, order_id: str, *, for_update: bool = False) -> Payment | None:
+def find_in(session: Executor, order_id: str, *, for_update: bool = False) -> Payment | None:
     query = _FIND_FOR_UPDATE if for_update else _FIND
     row = session.execute(query, {"the_order": order_id}).first()
     if row is None:
@@ -75,7 +75,7 @@ def find_in(session: Session, order_id: str, *, for_update: bool = False) -> Pay
     return Payment(**{key: values[column] for key, column in _FIELDS})
 
 
-def _enter(session: Session, payment: Payment, kind: str, held: int, settled: int) -> None:
+def _enter(session: Executor, payment: Payment, kind: str, held: int, settled: int) -> None:
     session.execute(
         _INSERT_ENTRY,
         {
@@ -91,7 +91,7 @@ def _enter(session: Session, payment: Payment, kind: str, held: int, settled: in
 PaymentEvent = type[PaymentAuthorizedV1] | type[PaymentCapturedV1] | type[PaymentVoidedV1]
 
 
-def _stage(session: Session, kind: PaymentEvent, payment: Payment) -> None:
+def _stage(session: Executor, kind: PaymentEvent, payment: Payment) -> None:
     stage_in(
         session,
         new_event(
@@ -141,7 +141,7 @@ async def authorize(
     return await db.write(_record, values), True
 
 
-def _record(session: Session, values: dict[str, Any]) -> Payment:
+def _record(session: Executor, values: dict[str, Any]) -> Payment:
     """The provider's decision: the payment, and for an approval its ledger entry and
     ``payment.authorized`` (one transaction, :meth:`Transactions.write`)."""
     session.execute(_INSERT_PAYMENT, values)  # a concurrent twin: IntegrityError

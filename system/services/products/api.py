@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from system.chassis.auth import Principal, requires_role
-from system.chassis.db import Transactions
+from system.chassis.db import Executor, Transactions
 from system.chassis.deps import DbSession, ReadSession
 from system.chassis.openapi import Link
 from system.chassis.outbox import stage_in
@@ -316,7 +316,7 @@ def _stock_event(kind: type[Any], reservation: stock.Reservation) -> Any:
     return new_event(kind(order_id=reservation.order_id, items=items))
 
 
-def _reserve(session: Session, order_id: str, lines: list[stock.Line]) -> stock.Reservation:
+def _reserve(session: Executor, order_id: str, lines: list[stock.Line]) -> stock.Reservation:
     """Reserve, and stage ``stock.reserved`` for a new reservation (a repeat stages
     nothing), in one transaction (:meth:`Transactions.write`)."""
     result, created = stock.reserve_in(session, order_id, lines)

@@ -28,7 +28,7 @@ from sqlalchemy import Row, bindparam, event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from system.chassis.db import forget_at_transaction_end, table_of
+from system.chassis.db import Executor, forget_at_transaction_end, table_of
 from system.services.products.models import Product, ReservationLine
 
 
@@ -126,7 +126,7 @@ async def get_reservation(session: AsyncSession, order_id: str) -> Reservation |
     return await session.run_sync(get_reservation_in, order_id)
 
 
-def get_reservation_in(session: Session, order_id: str) -> Reservation | None:
+def get_reservation_in(session: Executor, order_id: str) -> Reservation | None:
     rows = session.execute(_LINES_OF, {"the_order": order_id}).all()
     return _reservation(order_id, rows) if rows else None
 
@@ -138,7 +138,7 @@ def _merge(lines: Sequence[Line]) -> tuple[Line, ...]:
     return tuple(Line(pid, qty) for pid, qty in sorted(totals.items()))
 
 
-def reserve_in(session: Session, order_id: str, lines: Sequence[Line]) -> tuple[Reservation, bool]:
+def reserve_in(session: Executor, order_id: str, lines: Sequence[Line]) -> tuple[Reservation, bool]:
     """The order's reservation, and whether this call made it (a repeat returns the one
     held, unchanged)."""
     wanted = _merge(lines)

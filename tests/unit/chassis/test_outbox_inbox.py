@@ -18,14 +18,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from harness.localstack import free_port
-from system.chassis.db import create_engine, create_reader
+from system.chassis.db import create_engine, create_reader, in_transaction
 from system.chassis.inbox import Batched, EventConsumer, InboxEntry, Outcome
-from system.chassis.outbox import OutboxMessage, OutboxRelay, Producer, stage
+from system.chassis.outbox import OutboxMessage, OutboxRelay, Producer, stage, stage_in
 from system.chassis.settings import ServiceSettings
 from system.events import (
     Event,
@@ -260,6 +260,40 @@ async def test_a_commit_wakes_the_relay_which_publishes_with_headers_and_metrics
     assert registry.get_sample_value("outbox_pending") == 0
     assert registry.get_sample_value("outbox_lag_seconds_count") == 1
     assert kafka.stopped == kafka.started == 1
+
+
+@pytest.mark.asyncio
+async def test_a_core_transaction_wakes_the_relay_when_it_commits_and_not_when_it_rolls_back(
+    maker: Maker,
+) -> None:
+    """``stage_in`` on the connection of ``in_transaction``: the wake-up comes from the
+    chassis' after-commit callbacks, not from the ORM session's event."""
+    kafka = FakeKafka()
+    relay = OutboxRelay(maker, kafka.factory, poll_interval=30.0, registry=CollectorRegistry())
+    woken: list[str] = []
+    notify = relay.notify
+    relay.notify = lambda: (woken.append("notify"), notify())[1]  # type: ignore[method-assign]
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 2.0)  # the first, empty, cycle
+        woken.clear()
+
+        def staged_then_refused(connection: Connection) -> None:
+            stage_in(connection, placed("o-refused"))
+            raise ValueError("refused")
+
+        with pytest.raises(ValueError, match="refused"):
+            await in_transaction(maker, staged_then_refused)
+        assert woken == []
+        await in_transaction(maker, stage_in, placed("o-1"))
+        assert woken == ["notify"]
+        # poll_interval is 30 s: only the after-commit wake-up can publish this quickly
+        await eventually(lambda: kafka.sent, "the event published", timeout=2.0)
+        await asyncio.wait_for(relay.flush(), 2.0)
+    finally:
+        await relay.stop()
+    assert [key for _, key, _, _ in kafka.sent] == [b"o-1"]
+    assert [row.key for row in await outbox_rows(maker)] == ["o-1"]
 
 
 @pytest.mark.asyncio
