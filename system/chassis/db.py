@@ -71,7 +71,9 @@ def _sqlite_engine(settings: ServiceSettings, connections: int, *, reader: bool)
     if settings.sqlite_inline:
         path = make_url(settings.database).database or ":memory:"
         creator = sqlite_inline.connect(path, READER_PRAGMAS if reader else SQLITE_PRAGMAS)
-        return create_async_engine(settings.database, async_creator=creator, **pool)
+        return create_async_engine(
+            settings.database, async_creator=creator, module=sqlite_inline.DBAPI, **pool
+        )
     engine = create_async_engine(settings.database, **pool)
     event.listen(
         engine.sync_engine, "connect", _sqlite_reader_pragmas if reader else _sqlite_pragmas
@@ -152,6 +154,7 @@ async def in_transaction(
     engine = source.sync_engine if isinstance(source, AsyncEngine) else _engine_of(source)
 
     def committed() -> tuple[T, dict[Callable[[], None], None]]:
+        sqlite_inline.results_in_place()
         with engine.connect() as connection:
             connection.info.pop(_AFTER_COMMIT, None)  # left by a connection used elsewhere
             try:

@@ -12,6 +12,16 @@ connection gets ``busy_timeout=0`` and a busy statement is retried *asynchronous
 (backing off from 1 ms to 20 ms) within :data:`BUSY_BUDGET_S`, which is what
 ``busy_timeout=5000`` did on aiosqlite's thread. ``SQLITE_BUSY_SNAPSHOT`` (a read
 snapshot that a retried statement cannot repair) is raised at once, as before.
+
+SQLAlchemy's adapter runs every cursor operation as ``await_(coroutine)``: from the
+greenlet of the statement, a switch to the event loop's greenlet, which awaits the
+coroutine, and a switch back, three or four times per statement. The operations here
+finish at once (unless a lock is waited for), so they hand back a :class:`Ready` result
+instead of a coroutine, and the engine's adapter (:data:`DBAPI`, passed to
+``create_async_engine(module=...)``) unwraps a ``Ready`` where it stands, with no switch,
+in the greenlets that ask for it (:func:`results_in_place`, by ``in_transaction``);
+anything else (a busy statement's wait, the pool's queue) still goes through
+``await_only``. A ``Ready`` is awaitable too, for code that awaits these objects directly.
 """
 
 from __future__ import annotations
@@ -19,29 +29,79 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, TypeVar
+
+from greenlet import getcurrent
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util import await_only
 
 BUSY_BUDGET_S = 5.0
 _RETRYABLE = {sqlite3.SQLITE_BUSY, 261}  # SQLITE_BUSY, SQLITE_BUSY_RECOVERY
 T = TypeVar("T")
 
 
-async def _retrying(call: Callable[[], T]) -> T:
-    deadline = None
+class Ready(Awaitable[T]):
+    """An operation's result, there already."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        yield from ()  # a generator that returns at once
+        return self.value
+
+
+_IN_PLACE = "sqlite_inline_in_place"
+
+
+def results_in_place() -> None:
+    """Let the current greenlet (one of ``greenlet_spawn``) take :class:`Ready` results in
+    place. Only where it is asked for: ``AsyncConnection.execute`` insists that its
+    greenlet switched at least once (its check for a driver that is not async), so its
+    greenlets keep switching."""
+    setattr(getcurrent(), _IN_PLACE, True)
+
+
+def inline_await(awaitable: Awaitable[T]) -> T:
+    """The adapter's ``await_``: a :class:`Ready` is unwrapped here in a greenlet that
+    asked for it (:func:`results_in_place`); anything else is awaited by the event loop's
+    greenlet (``await_only``)."""
+    if type(awaitable) is Ready and getattr(getcurrent(), _IN_PLACE, False):
+        return awaitable.value  # type: ignore[no-any-return]
+    return await_only(awaitable)
+
+
+def _now(call: Callable[[], object], result: T) -> Awaitable[T]:
+    """``call()`` at once, then ``result``; a busy database is waited for asynchronously."""
+    try:
+        call()
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) not in _RETRYABLE:
+            raise
+        return _waiting(call, result)
+    return Ready(result)
+
+
+async def _waiting(call: Callable[[], object], result: T) -> T:
+    deadline = time.monotonic() + BUSY_BUDGET_S
     pause = 0.001
     while True:
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.02)
         try:
-            return call()
+            call()
+            return result
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorcode", None) not in _RETRYABLE:
                 raise
-            now = time.monotonic()
-            deadline = deadline or now + BUSY_BUDGET_S
-            if now >= deadline:
+            if time.monotonic() >= deadline:
                 raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.02)
 
 
 class Cursor:
@@ -50,27 +110,26 @@ class Cursor:
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
 
-    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
+    def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Awaitable[Cursor]:
         args = (sql,) if parameters is None else (sql, parameters)
-        await _retrying(lambda: self._cursor.execute(*args))
-        return self
+        return _now(lambda: self._cursor.execute(*args), self)
 
-    async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> Cursor:
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> Awaitable[Cursor]:
         rows = list(parameters)
-        await _retrying(lambda: self._cursor.executemany(sql, rows))
-        return self
+        return _now(lambda: self._cursor.executemany(sql, rows), self)
 
-    async def fetchone(self) -> Any:
-        return self._cursor.fetchone()
+    def fetchone(self) -> Awaitable[Any]:
+        return Ready(self._cursor.fetchone())
 
-    async def fetchmany(self, size: int | None = None) -> list[Any]:
-        return self._cursor.fetchmany(size if size is not None else self._cursor.arraysize)
+    def fetchmany(self, size: int | None = None) -> Awaitable[list[Any]]:
+        return Ready(self._cursor.fetchmany(size if size is not None else self._cursor.arraysize))
 
-    async def fetchall(self) -> list[Any]:
-        return self._cursor.fetchall()
+    def fetchall(self) -> Awaitable[list[Any]]:
+        return Ready(self._cursor.fetchall())
 
-    async def close(self) -> None:
+    def close(self) -> Awaitable[None]:
         self._cursor.close()
+        return Ready(None)
 
     @property
     def description(self) -> Any:
@@ -108,26 +167,52 @@ class Connection:
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 
-    async def cursor(self) -> Cursor:
-        return Cursor(self._conn.cursor())
+    def cursor(self) -> Awaitable[Cursor]:
+        return Ready(Cursor(self._conn.cursor()))
 
-    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
-        return await (await self.cursor()).execute(sql, parameters)
+    def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Awaitable[Cursor]:
+        return Cursor(self._conn.cursor()).execute(sql, parameters)
 
-    async def commit(self) -> None:
-        await _retrying(self._conn.commit)
+    def commit(self) -> Awaitable[None]:
+        return _now(self._conn.commit, None)
 
-    async def rollback(self) -> None:
+    def rollback(self) -> Awaitable[None]:
         self._conn.rollback()
+        return Ready(None)
 
-    async def close(self) -> None:
+    def close(self) -> Awaitable[None]:
         self._conn.close()
+        return Ready(None)
 
     def stop(self) -> None:
         self._conn.close()
 
-    async def create_function(self, *args: Any, **kw: Any) -> None:
+    def create_function(self, *args: Any, **kw: Any) -> Awaitable[None]:
         self._conn.create_function(*args, **kw)
+        return Ready(None)
+
+
+class _AdaptedConnection(AsyncAdapt_aiosqlite_connection):
+    """SQLAlchemy's aiosqlite adapter, unwrapping :class:`Ready` results in place."""
+
+    __slots__ = ()
+    await_ = staticmethod(inline_await)
+
+
+class _InlineDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The DBAPI module of the aiosqlite dialect, for connections made by
+    :func:`connect` (``async_creator``) only."""
+
+    def connect(self, *arg: Any, **kw: Any) -> AsyncAdapt_aiosqlite_connection:
+        creator = kw.pop("async_creator_fn", None)
+        if creator is None:
+            raise TypeError("sqlite_inline connects through async_creator=connect(...) only")
+        kw.pop("async_fallback", None)
+        return _AdaptedConnection(self, await_only(creator(*arg, **kw)))
+
+
+DBAPI = _InlineDBAPI(__import__("aiosqlite"), sqlite3)
+"""``create_async_engine(url, async_creator=connect(...), module=DBAPI)``."""
 
 
 def connect(path: str, pragmas: Sequence[str]) -> Callable[[], Awaitable[Connection]]:
@@ -137,7 +222,7 @@ def connect(path: str, pragmas: Sequence[str]) -> Callable[[], Awaitable[Connect
     async def creator() -> Connection:
         conn = sqlite3.connect(path, check_same_thread=False)
         for pragma in (*pragmas, "PRAGMA busy_timeout=0"):
-            await _retrying(lambda p=pragma: conn.execute(p))  # type: ignore[misc]
+            await _now(lambda p=pragma: conn.execute(p), None)  # type: ignore[misc]
         return Connection(conn)
 
     return creator

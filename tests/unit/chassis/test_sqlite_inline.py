@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from system.chassis import sqlite_inline
-from system.chassis.db import create_engine, create_reader
+from system.chassis.db import create_engine, create_reader, in_transaction
 from system.chassis.settings import ServiceSettings
 
 
@@ -85,4 +86,44 @@ async def test_a_lock_held_beyond_the_budget_is_an_error(
     finally:
         other.execute("ROLLBACK")
         other.close()
+        await writer.dispose()
+
+
+async def test_in_transaction_takes_results_in_place_and_still_waits_for_a_held_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In ``in_transaction``'s greenlet a statement's result is taken where it stands: no
+    trip through the event loop's greenlet (``await_only``), unless the statement has to
+    wait for another process's lock, which the loop then waits for."""
+    writer = create_engine(settings(tmp_path))
+    async with writer.begin() as conn:  # an AsyncConnection: its greenlet must switch
+        await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    trips: list[object] = []
+    await_only = sqlite_inline.await_only
+
+    def counted(awaitable: Any) -> Any:
+        trips.append(awaitable)
+        return await_only(awaitable)
+
+    monkeypatch.setattr(sqlite_inline, "await_only", counted)
+
+    def three_statements(connection: Connection, v: str) -> list[str]:
+        connection.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": v})
+        connection.execute(text("UPDATE t SET v = v || '!' WHERE v = :v"), {"v": v})
+        return list(connection.scalars(text("SELECT v FROM t ORDER BY id")))
+
+    try:
+        assert await in_transaction(writer, three_statements, "a") == ["a!"]
+        assert trips == []
+        other = sqlite3.connect(tmp_path / "inline.db", isolation_level=None)  # another replica
+        other.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.1, other.execute, "COMMIT")
+        try:
+            assert await in_transaction(writer, three_statements, "b") == ["a!", "b!"]
+        finally:
+            other.close()
+        assert trips  # the insert waited for the lock through the loop
+        async with writer.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 2
+    finally:
         await writer.dispose()
