@@ -55,7 +55,13 @@ class EventRuntime:
         self.session_maker = session_maker
         bootstrap = settings.kafka_bootstrap
         self.relay = (
-            OutboxRelay(session_maker, bootstrap, tracer_provider=tracer_provider, reader=reader)
+            OutboxRelay(
+                session_maker,
+                bootstrap,
+                linger=settings.outbox_linger_ms / 1000,
+                tracer_provider=tracer_provider,
+                reader=reader,
+            )
             if bootstrap
             else None
         )

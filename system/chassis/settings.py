@@ -52,6 +52,10 @@ class ServiceSettings(BaseSettings):
     offset commit each, so under load waiting a little is cheaper than fetching each
     event on its own. Consumers are off the saga's critical path."""
     kafka_fetch_min_bytes: int = Field(65536, ge=1)
+    outbox_linger_ms: int = Field(15, ge=0, le=1000)
+    """How long the outbox relay, woken by a commit, waits for more commits before it
+    reads its batch: events ride together in one produce request and one marking
+    transaction. Adds up to this much to each event's publish latency."""
     otlp_endpoint: str | None = None
     """Base URL of an OTLP/HTTP collector (Jaeger); unset means no span export."""
     jwt_public_key_file: Path | None = None

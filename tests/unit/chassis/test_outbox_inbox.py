@@ -263,6 +263,39 @@ async def test_a_commit_wakes_the_relay_which_publishes_with_headers_and_metrics
 
 
 @pytest.mark.asyncio
+async def test_a_woken_relay_lingers_so_that_the_commits_of_that_moment_go_out_together(
+    maker: Maker,
+) -> None:
+    loop = asyncio.get_running_loop()
+    kafka = FakeKafka()
+    sent_at: list[float] = []
+    deliver = kafka.deliver
+
+    def timed(
+        future: asyncio.Future[Any], message: tuple[str, bytes, bytes, dict[str, bytes]]
+    ) -> None:
+        sent_at.append(loop.time())
+        deliver(future, message)
+
+    kafka.deliver = timed  # type: ignore[method-assign]
+    relay = relay_for(maker, kafka, linger=0.3)
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 2.0)  # the first, empty, cycle
+        committed = loop.time()
+        async with maker() as session, session.begin():
+            await stage(session, placed("o-1"))
+        await asyncio.sleep(0.1)
+        async with maker() as session, session.begin():
+            await stage(session, placed("o-2"))
+        await eventually(lambda: len(kafka.sent) == 2, "both events published", timeout=2.0)
+    finally:
+        await relay.stop()
+    assert sent_at[0] - committed >= 0.25  # the relay waited for more commits
+    assert sent_at[1] - sent_at[0] < 0.05  # and sent both in one cycle
+
+
+@pytest.mark.asyncio
 async def test_a_core_transaction_wakes_the_relay_when_it_commits_and_not_when_it_rolls_back(
     maker: Maker,
 ) -> None:
