@@ -56,7 +56,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from sqlalchemy import String, bindparam, insert, select
@@ -64,6 +64,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from system.chassis.db import insert_if_absent, table_of
+from system.chassis.trace_context import extract, follows_parent_sampling, unsampled
 from system.events import Event, EventError, decode
 
 __all__ = [
@@ -252,6 +253,7 @@ class EventConsumer:
         self._max_retry_backoff = max_retry_backoff
         self._batch = batch
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+        self._follows = follows_parent_sampling(tracer_provider)
         self._metrics = _metrics(registry)
         self._kafka_options = dict(kafka_options or {})
         self._task: asyncio.Task[None] | None = None
@@ -475,7 +477,11 @@ class EventConsumer:
     # -- one message ---------------------------------------------------------------------
     def _start_span(self, record: ConsumerRecordLike) -> Span:
         """A CONSUMER span ``"<topic> process"``, child of the producer's context."""
-        parent = propagate.extract(_carrier(record.headers or ()))
+        parent = extract(_carrier(record.headers or ()))
+        if self._follows and unsampled(parent):
+            # an unsampled trace: the producer's context is current while the handler runs
+            # (events it stages carry it on), and no CONSUMER span is built
+            return trace.get_current_span(parent)
         attributes: dict[str, str | int] = {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",

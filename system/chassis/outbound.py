@@ -52,6 +52,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from system.chassis.trace_context import follows_parent_sampling, span_or_parent
+
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
     from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
@@ -198,6 +200,7 @@ class MeshClient:
         self._transport = transport
         self._session: aiohttp.ClientSession | None = None
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._follows = follows_parent_sampling(tracer_provider)
         self._metrics = _metrics(prometheus_client.REGISTRY if registry is None else registry)
         self._breakers: dict[str, AsyncCircuitBreaker] = {}
         self._factory = AsyncCircuitBreakerFactory(breaker_threshold, breaker_reset_s)
@@ -351,8 +354,11 @@ class MeshClient:
 
     async def _send(self, request: _Outgoing) -> httpx.Response:
         """One attempt in a CLIENT span whose context travels in ``traceparent``, with the
-        attributes of OpenTelemetry's httpx instrumentation (built only when sampled)."""
-        with self._tracer.start_as_current_span(request.method, kind=SpanKind.CLIENT) as span:
+        attributes of OpenTelemetry's httpx instrumentation (built only when sampled); in
+        an unsampled trace, no span: the caller's context travels on."""
+        with span_or_parent(
+            self._tracer, self._follows, request.method, kind=SpanKind.CLIENT
+        ) as span:
             headers = dict(request.headers)
             propagate.inject(headers)
             if span.is_recording():

@@ -58,7 +58,7 @@ from typing import Any, Protocol
 from advanced_alchemy.base import BigIntBase
 from advanced_alchemy.types import JsonB
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import (
     Connection,
@@ -84,6 +84,7 @@ from system.chassis.db import (
     in_transaction,
     table_of,
 )
+from system.chassis.trace_context import extract, follows_parent_sampling, unsampled
 from system.events import Event, encode
 
 __all__ = [
@@ -370,6 +371,7 @@ class OutboxRelay:
         self._stall_after = stall_after
         self._retain = timedelta(seconds=retain_published)
         self._purge_interval = purge_interval
+        self._follows = follows_parent_sampling(tracer_provider)
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
         self._metrics = _metrics(registry)
         self._task: asyncio.Task[None] | None = None
@@ -660,25 +662,29 @@ class OutboxRelay:
                 log.warning("outbox relay: %s", self.last_error)
 
     async def _send(self, producer: Producer, row: Any) -> None:
-        parent = propagate.extract(row.headers or {})
-        span = self._tracer.start_span(
-            f"{row.topic} publish",
-            context=parent,
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "publish",
-                "messaging.operation.name": "publish",
-                "messaging.destination.name": row.topic,
-                "messaging.kafka.message.key": row.key,
-                "messaging.message.id": row.event_id,
-                "messaging.message.body.size": len(row.payload),
-                "event.type": row.event_type,
-                "event.version": row.event_version,
-            },
-        )
         carrier: dict[str, str] = dict(row.headers or {})
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        parent = extract(carrier)
+        if self._follows and unsampled(parent):
+            # an unsampled trace: no PRODUCER span, the staged context travels on as it is
+            span: Span = trace.get_current_span(parent)
+        else:
+            span = self._tracer.start_span(
+                f"{row.topic} publish",
+                context=parent,
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "publish",
+                    "messaging.operation.name": "publish",
+                    "messaging.destination.name": row.topic,
+                    "messaging.kafka.message.key": row.key,
+                    "messaging.message.id": row.event_id,
+                    "messaging.message.body.size": len(row.payload),
+                    "event.type": row.event_type,
+                    "event.version": row.event_version,
+                },
+            )
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
         headers = [(name, value.encode()) for name, value in carrier.items()]
         headers += [
             ("event-type", row.event_type.encode()),

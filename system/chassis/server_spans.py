@@ -22,14 +22,11 @@ from litestar.enums import ScopeType
 from litestar.plugins.opentelemetry import OpenTelemetryConfig
 from litestar.plugins.opentelemetry import OpenTelemetryPlugin as _LitestarPlugin
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
-from opentelemetry import context, propagate, trace
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context
-from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry import context, propagate
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from system.chassis.trace_context import extract, follows_parent_sampling, unsampled
 
 
 class ServerSpans:
@@ -40,19 +37,7 @@ class ServerSpans:
         self.tracer = provider.get_tracer("system.chassis.server_spans")
         self.exclude = tuple(exclude)
         self.carried = frozenset(f.encode() for f in propagate.get_global_textmap().fields)
-        self.follows_unsampled = _drops_unsampled_remote_parents(provider)
-        self.w3c_only = _is_default_propagation(propagate.get_global_textmap())
-
-    def _extract(self, carrier: dict[str, str]) -> Context:
-        """The caller's context. A W3C ``traceparent`` with at most a ``tracestate``
-        (what Envoy sends) is parsed here, a third of the propagator's cost (its regex);
-        anything else (baggage, another version), or another propagator configured, goes
-        through ``propagate.extract``."""
-        if self.w3c_only and (value := carrier.get("traceparent")) and _W3C.issuperset(carrier):
-            remote = parse_traceparent(value, carrier.get("tracestate"))
-            if remote is not None:
-                return trace.set_span_in_context(trace.NonRecordingSpan(remote))
-        return propagate.extract(carrier)
+        self.follows_unsampled = follows_parent_sampling(provider)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["path"].startswith(self.exclude):
@@ -60,18 +45,16 @@ class ServerSpans:
             return
         http = scope
         carrier = {k.decode(): v.decode("latin-1") for k, v in http["headers"] if k in self.carried}
-        parent = self._extract(carrier) if carrier else None
-        if parent is not None and self.follows_unsampled:
-            remote = trace.get_current_span(parent).get_span_context()
-            if remote.is_valid and not remote.trace_flags.sampled:
-                # the caller decided not to trace: the sampler would make a non-recording
-                # span; carrying the caller's context on costs a fifth of making one
-                token = context.attach(parent)
-                try:
-                    await self.app(scope, receive, send)
-                finally:
-                    context.detach(token)
-                return
+        parent = extract(carrier) if carrier else None
+        if parent is not None and self.follows_unsampled and unsampled(parent):
+            # the caller decided not to trace: the sampler would make a non-recording
+            # span; carrying the caller's context on costs a fifth of making one
+            token = context.attach(parent)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                context.detach(token)
+            return
         name = f"{http['method']} {http['path']}"
         with self.tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
             if span.is_recording():
@@ -87,49 +70,6 @@ class ServerSpans:
                 await send(message)
 
             await self.app(scope, receive, traced_send)
-
-
-_HEX = frozenset("0123456789abcdef")
-_W3C = frozenset(("traceparent", "tracestate"))
-
-
-def _is_default_propagation(textmap: object) -> bool:
-    """OpenTelemetry's default: W3C trace context and baggage, nothing else."""
-    inner = getattr(textmap, "_propagators", None)  # no public accessor; absent: not ours
-    kinds = [type(p) for p in inner or ()]
-    return isinstance(textmap, CompositePropagator) and kinds == [
-        TraceContextTextMapPropagator,
-        W3CBaggagePropagator,
-    ]
-
-
-def parse_traceparent(value: str, tracestate: str | None = None) -> trace.SpanContext | None:
-    """A version-00 ``traceparent`` (and its ``tracestate``) as the W3C propagator reads
-    them, else None."""
-    parts = value.strip().split("-")
-    if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16:
-        return None
-    if len(parts[3]) != 2 or not _HEX.issuperset(parts[1] + parts[2] + parts[3]):
-        return None
-    trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
-    if not trace_id or not span_id:
-        return None
-    state = trace.TraceState.from_header([tracestate]) if tracestate else None
-    return trace.SpanContext(
-        trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags), trace_state=state
-    )
-
-
-def _drops_unsampled_remote_parents(provider: TracerProvider) -> bool:
-    """Whether the provider's sampler drops a span whose remote parent was not sampled
-    (the default, parent-based sampling): then no span is needed to follow the caller."""
-    parent = trace.NonRecordingSpan(
-        trace.SpanContext(trace_id=1, span_id=1, is_remote=True, trace_flags=trace.TraceFlags(0))
-    )
-    result = provider.sampler.should_sample(
-        trace.set_span_in_context(parent), 1, "probe", SpanKind.SERVER
-    )
-    return result.decision == Decision.DROP
 
 
 def _attributes(scope: HTTPScope, headers: dict[str, str], name: str) -> dict[str, Any]:

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import bindparam, select
 
 from system.chassis.credentials import ServiceToken
 from system.chassis.db import Executor, Transactions, in_transaction
 from system.chassis.outbound import MeshClient, UpstreamError
+from system.chassis.trace_context import extract, follows_parent_sampling, span_or_parent
 from system.services.orders import store
 from system.services.orders.aggregate import (
     TERMINAL,
@@ -94,6 +95,7 @@ class SagaDriver:
             settings.replica or f"{settings.name}-{settings.port}", settings.lease_s, self._maker
         )
         self._tracer = trace.get_tracer("orders.saga", tracer_provider=tracer_provider)
+        self._follows = follows_parent_sampling(tracer_provider)
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(settings.max_parallel_sagas)
         self._sweeper: asyncio.Task[None] | None = None
@@ -165,9 +167,11 @@ class SagaDriver:
             action = next_action(ahead)
             if action is None:
                 return appended and state.status in TERMINAL
-            with self._tracer.start_as_current_span(
+            with span_or_parent(
+                self._tracer,
+                self._follows,
                 f"saga {action.value}",
-                context=propagate.extract(state.trace),
+                parent=extract(state.trace),
                 attributes={"order.id": state.order_id, "saga.step": action.value},
             ):
                 outcome = await self._execute(action, ahead)

@@ -13,10 +13,11 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from multidict import CIMultiDict
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from prometheus_client import CollectorRegistry
 
 from harness.localstack import free_port
@@ -360,3 +361,17 @@ async def test_answered_calls_leave_no_reference_cycles_behind(make_mesh: MakeMe
         gc.set_debug(0)
         gc.garbage.clear()
     assert left == []
+
+
+async def test_an_unsampled_call_builds_no_span_and_carries_the_callers_context_on(
+    make_mesh: MakeMesh, upstream: Upstream, telemetry: Telemetry
+) -> None:
+    """The gateway chose not to trace this request: no CLIENT span is made (the sampler
+    would drop it), and the callee gets the caller's unsampled context, so it too knows."""
+    mesh = make_mesh()
+    caller = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(0))
+    with trace.use_span(NonRecordingSpan(caller)):
+        assert (await mesh.request("stock", "GET", "/status/200")).status_code == 200
+    assert telemetry.spans.get_finished_spans() == ()
+    [(_, _, headers, _)] = upstream.calls
+    assert headers["traceparent"] == f"00-{0x1234:032x}-{0x5678:016x}-00"

@@ -16,7 +16,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy import event as sa_event
@@ -33,6 +33,7 @@ from system.events import (
     OrderPlacedV1,
     StockReservedV1,
     UserRegisteredV1,
+    decode,
     encode,
     new_event,
 )
@@ -616,6 +617,43 @@ async def test_the_consumer_span_continues_the_producer_trace(
         f"{process.context.span_id:016x}",
     ]
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+@pytest.mark.asyncio
+async def test_an_unsampled_trace_is_carried_through_relay_and_consumer_without_spans(
+    maker: Maker, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """The gateway chose not to trace: the relay and the consumer build no span (the
+    sampler would drop them), and the original unsampled context travels on unchanged,
+    into the events the handler stages."""
+    provider, exporter = spans
+    caller = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
+    traceparent = f"00-{0xABC:032x}-{0xDEF:016x}-00"
+    with trace.use_span(NonRecordingSpan(caller)):
+        async with maker() as session, session.begin():
+            await stage(session, placed("o-1"))
+    kafka = FakeKafka()
+    relay = relay_for(maker, kafka, tracer_provider=provider)
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 2.0)
+    finally:
+        await relay.stop()
+    [(_, _, value, headers)] = kafka.sent
+    assert headers["traceparent"] == traceparent.encode()
+    seen: list[SpanContext] = []
+
+    async def reserve(session: AsyncSession, event: Event[Any]) -> None:
+        seen.append(trace.get_current_span().get_span_context())
+        await stage(session, new_event(StockReservedV1(order_id=event.key, items=[])))
+
+    consumer = consumer_for(maker, {"order.placed": reserve}, tracer_provider=provider)
+    published = record(decode(value), headers=list(headers.items()))
+    assert await consumer.process(published) is Outcome.PROCESSED
+    assert exporter.get_finished_spans() == ()
+    assert [(c.trace_id, c.span_id, c.trace_flags.sampled) for c in seen] == [(0xABC, 0xDEF, False)]
+    rows = await outbox_rows(maker)
+    assert [row.headers["traceparent"] for row in rows] == [traceparent, traceparent]
 
 
 def _attr(span: ReadableSpan, name: str) -> Any:

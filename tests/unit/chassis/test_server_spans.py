@@ -15,8 +15,8 @@ from opentelemetry.trace import SpanKind, StatusCode, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from system.chassis.app import ServiceParts, create_app
-from system.chassis.server_spans import parse_traceparent
 from system.chassis.settings import ServiceSettings
+from system.chassis.trace_context import parse_traceparent
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
