@@ -30,7 +30,7 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.auth import jwt_auth
-from system.chassis.db import Transactions, create_engine, create_reader
+from system.chassis.db import InPlaceSession, Transactions, create_engine, create_reader
 from system.chassis.events import EventHandler, EventRuntime, with_defects
 from system.chassis.health import HealthController, database_check
 from system.chassis.openapi import Link, StrictStructSchemaPlugin, document
@@ -80,19 +80,25 @@ def create_app(
     configure_logging(settings)
     engine = create_engine(settings)
     reader = create_reader(settings, engine)
-    read_maker = async_sessionmaker(reader, expire_on_commit=False)
+    read_maker = async_sessionmaker(
+        reader, expire_on_commit=False, sync_session_class=InPlaceSession
+    )
 
     async def db_read() -> AsyncIterator[AsyncSession]:
         async with read_maker() as session:
             yield session
 
     provider = tracer_provider(settings)
-    session_maker = async_sessionmaker(engine, expire_on_commit=False)
+    session_maker = async_sessionmaker(
+        engine, expire_on_commit=False, sync_session_class=InPlaceSession
+    )
     alchemy = SQLAlchemyAsyncConfig(
         engine_instance=engine,
         session_maker=session_maker,
         before_send_handler="autocommit",
-        session_config=AsyncSessionConfig(expire_on_commit=False),
+        session_config=AsyncSessionConfig(
+            expire_on_commit=False, sync_session_class=InPlaceSession
+        ),
         session_dependency_key="transaction",
     )
 

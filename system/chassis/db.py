@@ -112,6 +112,39 @@ def forget_at_transaction_end(key: str) -> None:
     event.listen(Session, "after_transaction_end", forget)
 
 
+class InPlaceSession(Session):
+    """The synchronous session of the service's ``AsyncSession``: every operation of an
+    ``AsyncSession`` runs one of these methods in a greenlet of its own, and lets that
+    greenlet take SQLite's ready results in place (``sqlite_inline.results_in_place``), as
+    :func:`in_transaction` does, instead of a trip through the event loop's greenlet for
+    each cursor operation. (A greenlet of ``AsyncConnection.execute`` must switch at least
+    once; those run no method of a session.)"""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        sqlite_inline.results_in_place()
+        return super().execute(*args, **kwargs)
+
+    def flush(self, objects: Any = None) -> None:
+        sqlite_inline.results_in_place()
+        super().flush(objects)
+
+    def rollback(self) -> None:
+        sqlite_inline.results_in_place()
+        super().rollback()
+
+    def close(self) -> None:
+        sqlite_inline.results_in_place()
+        super().close()
+
+
+@event.listens_for(InPlaceSession, "before_commit")
+def _commit_in_place(_session: Session) -> None:
+    """Every commit, ``AsyncSession.commit`` or the end of ``async with session.begin()``
+    (which commits the transaction, not the session); the connection goes back to the
+    pool in the same greenlet."""
+    sqlite_inline.results_in_place()
+
+
 Executor = Session | Connection
 """What a synchronous statement function runs on: the Core ``Connection`` of
 :func:`in_transaction`, or an ORM ``Session`` (``AsyncSession.run_sync``)."""

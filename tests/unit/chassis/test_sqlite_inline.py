@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from system.chassis import sqlite_inline
-from system.chassis.db import create_engine, create_reader, in_transaction
+from system.chassis.db import InPlaceSession, create_engine, create_reader, in_transaction
 from system.chassis.settings import ServiceSettings
 
 
@@ -125,5 +126,33 @@ async def test_in_transaction_takes_results_in_place_and_still_waits_for_a_held_
         assert trips  # the insert waited for the lock through the loop
         async with writer.connect() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar() == 2
+    finally:
+        await writer.dispose()
+
+
+async def test_an_async_sessions_statements_take_results_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's ``AsyncSession``s (``InPlaceSession`` behind them) take SQLite's
+    ready results in place too: no trip through the loop's greenlet per statement."""
+    writer = create_engine(settings(tmp_path))
+    async with writer.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    trips: list[object] = []
+    await_only = sqlite_inline.await_only
+
+    def counted(awaitable: Any) -> Any:
+        trips.append(awaitable)
+        return await_only(awaitable)
+
+    monkeypatch.setattr(sqlite_inline, "await_only", counted)
+    maker = async_sessionmaker(writer, sync_session_class=InPlaceSession)
+    try:
+        async with maker() as session, session.begin():
+            await session.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            await session.execute(text("UPDATE t SET v = 'b'"))
+        async with maker() as session:
+            assert (await session.scalars(text("SELECT v FROM t"))).all() == ["b"]
+        assert trips == []
     finally:
         await writer.dispose()
