@@ -90,8 +90,22 @@ async def test_a_lock_held_beyond_the_budget_is_an_error(
         await writer.dispose()
 
 
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """What went through the event loop's greenlet (``await_only``) from here on."""
+    seen: list[object] = []
+    await_only = sqlite_inline.await_only
+
+    def counted(awaitable: Any) -> Any:
+        seen.append(awaitable)
+        return await_only(awaitable)
+
+    monkeypatch.setattr(sqlite_inline, "await_only", counted)
+    return seen
+
+
 async def test_in_transaction_takes_results_in_place_and_still_waits_for_a_held_lock(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, trips: list[object]
 ) -> None:
     """In ``in_transaction``'s greenlet a statement's result is taken where it stands: no
     trip through the event loop's greenlet (``await_only``), unless the statement has to
@@ -99,14 +113,7 @@ async def test_in_transaction_takes_results_in_place_and_still_waits_for_a_held_
     writer = create_engine(settings(tmp_path))
     async with writer.begin() as conn:  # an AsyncConnection: its greenlet must switch
         await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
-    trips: list[object] = []
-    await_only = sqlite_inline.await_only
-
-    def counted(awaitable: Any) -> Any:
-        trips.append(awaitable)
-        return await_only(awaitable)
-
-    monkeypatch.setattr(sqlite_inline, "await_only", counted)
+    trips.clear()
 
     def three_statements(connection: Connection, v: str) -> list[str]:
         connection.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": v})
@@ -131,21 +138,14 @@ async def test_in_transaction_takes_results_in_place_and_still_waits_for_a_held_
 
 
 async def test_an_async_sessions_statements_take_results_in_place(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, trips: list[object]
 ) -> None:
     """The service's ``AsyncSession``s (``InPlaceSession`` behind them) take SQLite's
     ready results in place too: no trip through the loop's greenlet per statement."""
     writer = create_engine(settings(tmp_path))
     async with writer.begin() as conn:
         await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
-    trips: list[object] = []
-    await_only = sqlite_inline.await_only
-
-    def counted(awaitable: Any) -> Any:
-        trips.append(awaitable)
-        return await_only(awaitable)
-
-    monkeypatch.setattr(sqlite_inline, "await_only", counted)
+    trips.clear()
     maker = async_sessionmaker(writer, sync_session_class=InPlaceSession)
     try:
         async with maker() as session, session.begin():
