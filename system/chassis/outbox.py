@@ -9,13 +9,14 @@ Guarantees and choices:
 
 * **At least once.** A row is marked published only after Kafka acknowledged it; a crash
   between the two re-sends it, so consumers deduplicate by event id (the inbox).
-* **Order per key.** Rows are read in insertion order (``id``). Within a batch, sends go
-  out in *waves*: at most one in-flight message per key, so different keys are sent
-  concurrently and one key's messages strictly one after another. When a send fails, the
-  batch stops, the rows acknowledged so far are marked, and the rest stay for the next
-  attempt, which starts again at the oldest unpublished row: a later event of a key is
-  never sent before an earlier one was acknowledged. (Several relays on one database --
-  replicas sharing it -- may both send a row, never an earlier row after a later one.)
+* **Order per key.** Rows are read in insertion order (``id``). A cycle's rows go out as
+  one record batch per partition, in that order, all in one produce request; Kafka
+  appends a batch whole or not at all, so a key's events of one cycle (a key always
+  maps to one partition) are published together and in order, or not at all. A failed
+  batch stays for the next attempt, which starts again at the oldest unpublished row;
+  the batches acknowledged meanwhile are marked. So a later event of a key is never
+  published before an earlier one. (Several relays on one database -- replicas sharing
+  it -- may both send a row, never an earlier row after a later one.)
 * **Kafka unavailable.** Rows stay unpublished until Kafka acknowledges them. If the
   producer cannot start, or a send fails, the producer is closed and re-created -- the
   factory is called again -- after an exponential, jittered backoff (``min_backoff`` ..
@@ -192,6 +193,20 @@ forget_at_transaction_end(_STAGED)  # a rollback publishes nothing
 
 
 # -- Kafka -------------------------------------------------------------------------------
+class BatchBuilder(Protocol):
+    """What the relay needs of aiokafka's ``BatchBuilder``."""
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> Any | None:
+        """The record's metadata, or ``None`` when the batch is full."""
+
+
 class Producer(Protocol):
     """What the relay needs of :class:`aiokafka.AIOKafkaProducer`."""
 
@@ -199,8 +214,12 @@ class Producer(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]
+    async def partitions_for(self, topic: str) -> set[int]: ...
+
+    def create_batch(self) -> BatchBuilder: ...
+
+    async def send_batch(
+        self, batch: BatchBuilder, topic: str, *, partition: int
     ) -> Awaitable[Any]: ...
 
 
@@ -320,6 +339,42 @@ class _PublishFailed(Exception):
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
         self.acknowledged = list(acknowledged)
+
+
+async def _partition(producer: Producer, topic: str, key: str) -> int:
+    """The partition of ``key``: murmur2 of its bytes over the topic's partitions, as
+    Kafka's Java clients and aiokafka's ``send`` place keys."""
+    from aiokafka.partitioner import DefaultPartitioner  # noqa: PLC0415 - with the producer
+
+    partitions = sorted(await producer.partitions_for(topic))
+    return int(DefaultPartitioner()(key.encode(), partitions, partitions))
+
+
+class _Batch:
+    """One partition's record batch of a cycle: its rows, and their PRODUCER spans."""
+
+    __slots__ = ("builder", "rows", "spans")
+
+    def __init__(self, builder: BatchBuilder) -> None:
+        self.builder = builder
+        self.rows: list[Any] = []
+        self.spans: list[Span | None] = []
+
+    def finish(self, metadata: Any, error: BaseException | None) -> None:
+        """End the spans: the record's partition and offset, or the batch's error."""
+        for index, span in enumerate(self.spans):
+            if span is None:
+                continue
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            else:
+                with contextlib.suppress(AttributeError, TypeError, ValueError):
+                    span.set_attribute(
+                        "messaging.destination.partition.id", str(metadata.partition)
+                    )
+                    span.set_attribute("messaging.kafka.offset", int(metadata.offset) + index)
+            span.end()
 
 
 class OutboxRelay:
@@ -603,46 +658,68 @@ class OutboxRelay:
         return rows, pending
 
     async def _publish(self, producer: Producer, rows: Sequence[Any]) -> list[Any]:
-        """Send ``rows`` in waves (one message per key in flight); the ones acknowledged.
+        """Send ``rows`` as one record batch per partition; the rows acknowledged.
 
-        Raises :class:`_PublishFailed` after the wave in which a send failed (no later
-        wave is sent), carrying the rows acknowledged so far so they can still be marked.
+        A partition's batch holds its rows in outbox order, and Kafka appends a batch
+        whole or not at all, so a key's events of one cycle arrive together and in
+        order, in one produce request for the whole cycle. Rows that do not fit their
+        partition's batch (``BATCH_BYTES``) wait for the next cycle, with every later
+        row of that partition. Raises :class:`_PublishFailed` if a batch failed,
+        carrying the rows of the batches acknowledged, so they can still be marked.
         """
+        batches: dict[tuple[str, int], _Batch] = {}
+        full: set[tuple[str, int]] = set()
+        for row in rows:
+            if self._closing():
+                break
+            where = (row.topic, await _partition(producer, row.topic, row.key))
+            if where in full:
+                continue
+            batch = batches.get(where)
+            if batch is None:
+                batch = batches[where] = _Batch(producer.create_batch())
+            span, headers = self._producer_span(row)
+            record = batch.builder.append(
+                key=row.key.encode(), value=row.payload, timestamp=None, headers=headers
+            )
+            if record is None:  # full: this row and the partition's later rows wait
+                full.add(where)  # (its span is dropped unended: never exported)
+                continue
+            batch.rows.append(row)
+            batch.spans.append(span)
+        deliveries: list[asyncio.Future[Any]] = []
+        try:
+            for (topic, partition), batch in batches.items():
+                delivery = asyncio.ensure_future(
+                    await producer.send_batch(batch.builder, topic, partition=partition)
+                )
+                delivery.add_done_callback(_retrieve)
+                deliveries.append(delivery)
+        except Exception as exc:  # refused before sending: nothing of this cycle is marked
+            await asyncio.gather(*deliveries, return_exceptions=True)
+            raise _PublishFailed(exc) from exc
+        # never cancel the producer's futures: a stop abandons the waits, not the sends
+        waits = [asyncio.ensure_future(asyncio.shield(d)) for d in deliveries]
+        await self._await_sends(waits)
         acknowledged: list[Any] = []
-        remaining = list(rows)
-        while remaining and not self._closing():
-            wave: list[Any] = []
-            later: list[Any] = []
-            keys: set[str] = set()
-            for row in remaining:
-                (later if row.key in keys else wave).append(row)
-                keys.add(row.key)
-            sends = [asyncio.ensure_future(self._send(producer, row)) for row in wave]
-            try:
-                await self._await_wave(sends)
-            except BaseException:
-                for send in sends:
-                    send.cancel()
-                await asyncio.gather(*sends, return_exceptions=True)
-                raise
-            failure: BaseException | None = None
-            for row, send in zip(wave, sends, strict=True):
-                error = _Abandoned("stopped waiting") if send.cancelled() else send.exception()
-                if error is None:
-                    acknowledged.append(row)
-                else:
-                    failure = failure or error
-            if failure is not None:
-                raise _PublishFailed(failure, acknowledged)
-            remaining = later
+        failure: BaseException | None = None
+        for batch, wait in zip(batches.values(), waits, strict=True):
+            error = _Abandoned("stopped waiting") if wait.cancelled() else wait.exception()
+            batch.finish(None if error is not None else wait.result(), error)
+            if error is None:
+                acknowledged += batch.rows
+            else:
+                failure = failure or error
+        if failure is not None:
+            raise _PublishFailed(failure, acknowledged)
         return acknowledged
 
-    async def _await_wave(self, sends: Sequence[asyncio.Future[None]]) -> None:
-        """Wait for a wave: report a stall after ``stall_after`` seconds, and abandon the
-        sends still unacknowledged when the stop deadline passes."""
+    async def _await_sends(self, sends: Sequence[asyncio.Future[Any]]) -> None:
+        """Wait for a cycle's sends: report a stall after ``stall_after`` seconds, and
+        abandon the ones still unacknowledged when the stop deadline passes."""
         assert self._loop is not None
         stall_at = self._loop.time() + self._stall_after
-        pending: set[asyncio.Future[None]] = set(sends)
+        pending: set[asyncio.Future[Any]] = set(sends)
         stalled = False
         while pending:
             if self._stopping.is_set() and self._loop.time() >= self._deadline:
@@ -655,19 +732,19 @@ class OutboxRelay:
             if pending and not stalled and self._loop.time() >= stall_at:
                 stalled = True
                 self.last_error = TimeoutError(
-                    f"Kafka has not acknowledged {len(pending)} sends for "
+                    f"Kafka has not acknowledged {len(pending)} batches for "
                     f"{self._stall_after:.1f}s; the producer keeps retrying"
                 )
                 self._metrics.failures.inc()
                 log.warning("outbox relay: %s", self.last_error)
 
-    async def _send(self, producer: Producer, row: Any) -> None:
+    def _producer_span(self, row: Any) -> tuple[Span | None, list[tuple[str, bytes]]]:
+        """The row's PRODUCER span (none under an unsampled parent: the staged context
+        travels on as it is) and the Kafka headers that carry its context."""
         carrier: dict[str, str] = dict(row.headers or {})
         parent = extract(carrier)
-        if self._follows and unsampled(parent):
-            # an unsampled trace: no PRODUCER span, the staged context travels on as it is
-            span: Span = trace.get_current_span(parent)
-        else:
+        span: Span | None = None
+        if not (self._follows and unsampled(parent)):
             span = self._tracer.start_span(
                 f"{row.topic} publish",
                 context=parent,
@@ -691,22 +768,7 @@ class OutboxRelay:
             ("event-version", str(row.event_version).encode()),
             ("event-id", row.event_id.encode()),
         ]
-        try:
-            delivery = asyncio.ensure_future(
-                await producer.send(row.topic, row.payload, key=row.key.encode(), headers=headers)
-            )
-            delivery.add_done_callback(_retrieve)
-            metadata = await asyncio.shield(delivery)  # never cancel the producer's future
-        except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            raise
-        else:
-            with contextlib.suppress(AttributeError, TypeError, ValueError):
-                span.set_attribute("messaging.destination.partition.id", str(metadata.partition))
-                span.set_attribute("messaging.kafka.offset", int(metadata.offset))
-        finally:
-            span.end()
+        return span, headers
 
     async def _mark_published(self, rows: Sequence[Any]) -> None:
         now = datetime.now(UTC)

@@ -140,30 +140,57 @@ async def test_staging_outside_a_span_has_no_trace_headers(maker: Maker) -> None
 
 
 # -- the relay, with a fake Kafka ---------------------------------------------------------
+Message = tuple[str, bytes, bytes, dict[str, bytes]]
+
+
+class FakeBatch:
+    """A record batch that holds ``capacity`` records."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.records: list[tuple[bytes, bytes, dict[str, bytes]]] = []
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> Any | None:
+        if len(self.records) >= self.capacity:
+            return None
+        assert key is not None and value is not None
+        self.records.append((key, value, dict(headers)))
+        return SimpleNamespace(offset=len(self.records) - 1)
+
+
 class FakeKafka:
-    """Records what was sent; ``fail`` decides, per send, whether it fails."""
+    """Records what was sent, batch by batch; ``fail`` decides, per message, whether
+    the batch holding it fails."""
 
     def __init__(self, fail: Callable[[str, bytes], bool] = lambda _t, _k: False) -> None:
         self.fail = fail
-        self.sent: list[tuple[str, bytes, bytes, dict[str, bytes]]] = []
+        self.sent: list[Message] = []
+        self.batches: list[list[Message]] = []
+        self.batch_capacity = 1000
         self.started = 0
         self.stopped = 0
         self.refuse_start = False
         self.holding = False
-        self.held: list[tuple[asyncio.Future[Any], tuple[str, bytes, bytes, dict[str, bytes]]]] = []
+        self.held: list[tuple[asyncio.Future[Any], list[Message]]] = []
 
-    def deliver(
-        self, future: asyncio.Future[Any], message: tuple[str, bytes, bytes, dict[str, bytes]]
-    ) -> None:
-        self.sent.append(message)
-        future.set_result(SimpleNamespace(partition=0, offset=len(self.sent) - 1))
+    def deliver(self, future: asyncio.Future[Any], batch: list[Message]) -> None:
+        future.set_result(SimpleNamespace(partition=0, offset=len(self.sent)))
+        self.sent += batch
+        self.batches.append(batch)
 
     def release(self) -> None:
-        """The broker is back: held sends are delivered, in order."""
+        """The broker is back: held batches are delivered, in order."""
         self.holding = False
-        for future, message in self.held:
+        for future, batch in self.held:
             if not future.done():
-                self.deliver(future, message)
+                self.deliver(future, batch)
         self.held.clear()
 
     def factory(self) -> Producer:
@@ -178,17 +205,24 @@ class FakeKafka:
             async def stop(self) -> None:
                 kafka.stopped += 1
 
-            async def send(
-                self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]
+            async def partitions_for(self, topic: str) -> set[int]:
+                return {0, 1, 2}
+
+            def create_batch(self) -> FakeBatch:
+                return FakeBatch(kafka.batch_capacity)
+
+            async def send_batch(
+                self, batch: FakeBatch, topic: str, *, partition: int
             ) -> asyncio.Future[Any]:
                 future = asyncio.get_running_loop().create_future()
                 await asyncio.sleep(0)
-                if kafka.fail(topic, key):
+                messages = [(topic, key, value, headers) for key, value, headers in batch.records]
+                if any(kafka.fail(topic, key) for _, key, _, _ in messages):
                     future.set_exception(TimeoutError("request timed out"))
                 elif kafka.holding:  # the broker is unreachable: the producer keeps retrying
-                    kafka.held.append((future, (topic, key, value, dict(headers))))
+                    kafka.held.append((future, messages))
                 else:
-                    kafka.deliver(future, (topic, key, value, dict(headers)))
+                    kafka.deliver(future, messages)
                 return future
 
         return FakeProducer()
@@ -272,11 +306,9 @@ async def test_a_woken_relay_lingers_so_that_the_commits_of_that_moment_go_out_t
     sent_at: list[float] = []
     deliver = kafka.deliver
 
-    def timed(
-        future: asyncio.Future[Any], message: tuple[str, bytes, bytes, dict[str, bytes]]
-    ) -> None:
-        sent_at.append(loop.time())
-        deliver(future, message)
+    def timed(future: asyncio.Future[Any], batch: list[Message]) -> None:
+        sent_at.extend(loop.time() for _ in batch)
+        deliver(future, batch)
 
     kafka.deliver = timed  # type: ignore[method-assign]
     relay = relay_for(maker, kafka, linger=0.3)
@@ -363,6 +395,84 @@ async def test_the_relay_reads_its_batch_through_the_reader_while_the_writer_is_
 
 
 @pytest.mark.asyncio
+async def test_a_cycle_sends_one_batch_per_partition_with_each_key_in_order(
+    maker: Maker,
+) -> None:
+    kafka = FakeKafka()
+    staged: list[Event[Any]] = []
+    async with maker() as session, session.begin():
+        for i in range(12):
+            event = placed(f"o-{i % 4}", n=i + 1)
+            staged.append(event)
+            await stage(session, event)
+    relay = relay_for(maker, kafka)
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 5.0)
+    finally:
+        await relay.stop()
+    assert sorted(kafka.event_ids()) == sorted(str(e.id) for e in staged)
+    assert len(kafka.batches) == 2, "one batch per partition: o-0, o-1 and o-2 share one"
+    for batch in kafka.batches:
+        ids = [h["event-id"].decode() for _t, _k, _v, h in batch]
+        assert ids == [str(e.id) for e in staged if str(e.id) in ids], "outbox order"
+    for key in {e.key for e in staged}:
+        [holding] = [b for b in kafka.batches if any(k == key.encode() for _t, k, _v, _h in b)]
+        assert sum(k == key.encode() for _t, k, _v, _h in holding) == 3, "a key in one batch"
+
+
+@pytest.mark.asyncio
+async def test_rows_that_overflow_their_partitions_batch_wait_for_the_next_cycle(
+    maker: Maker,
+) -> None:
+    kafka = FakeKafka()
+    kafka.batch_capacity = 2
+    staged = [placed("o-1", n=i + 1) for i in range(5)]
+    async with maker() as session, session.begin():
+        for event in staged:
+            await stage(session, event)
+    relay = relay_for(maker, kafka)
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 5.0)
+    finally:
+        await relay.stop()
+    assert [len(b) for b in kafka.batches] == [2, 2, 1]
+    assert kafka.event_ids() == [str(e.id) for e in staged], "in order, each once"
+    assert all(row.published_at is not None for row in await outbox_rows(maker))
+
+
+@pytest.mark.asyncio
+async def test_a_failed_batch_publishes_none_of_its_keys_events_and_the_others_go_on(
+    maker: Maker,
+) -> None:
+    refused = {"times": 1}
+
+    def fail(_topic: str, key: bytes) -> bool:
+        if key == b"a" and refused["times"]:
+            refused["times"] -= 1
+            return True
+        return False
+
+    kafka = FakeKafka(fail)
+    keys = ["a", "a", "b", "a"]  # "a" and "b" map to different partitions of three
+    staged = [placed(key, n=i + 1) for i, key in enumerate(keys)]
+    async with maker() as session, session.begin():
+        for event in staged:
+            await stage(session, event)
+    relay = relay_for(maker, kafka)
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 5.0)
+    finally:
+        await relay.stop()
+    ids = [str(e.id) for e in staged]
+    assert kafka.batches[0] and kafka.event_ids(b"b") == [ids[2]], "b went out at once"
+    assert kafka.event_ids(b"a") == [ids[0], ids[1], ids[3]], "a: all three, later, in order"
+    assert len([b for b in kafka.batches if any(k == b"a" for _t, k, _v, _h in b)]) == 1
+
+
+@pytest.mark.asyncio
 async def test_failed_sends_keep_rows_and_per_key_order(maker: Maker) -> None:
     failures = {"remaining": 3}
 
@@ -431,7 +541,8 @@ async def test_a_stalled_send_is_reported_and_completes_when_kafka_is_back(maker
         await eventually(lambda: relay.last_error, "the stall reported")
         assert isinstance(last_error(relay), TimeoutError)
         assert registry.get_sample_value("outbox_publish_failures_total") == 1
-        assert len(kafka.held) == 1, "one send per key in flight"
+        [(_, batch)] = kafka.held
+        assert len(batch) == 2, "the key's two events in one batch"
         kafka.release()
         await asyncio.wait_for(relay.flush(), 2.0)
         assert last_error(relay) is None
