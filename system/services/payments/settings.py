@@ -13,9 +13,9 @@ class PaymentsSettings(ServiceSettings):
 
     name: str = "payments"
     outbox_linger_ms: int = Field(100, ge=0, le=1000)
-    """Longer than the chassis' 15 ms: payment.* events feed analytics and notifications; the saga
-    waits for the authorization's HTTP answer, never for these events. Fewer relay cycles (a read, a produce
-    request, a marking transaction each) for more events each."""
+    """Longer than the chassis' 15 ms: payment.* events feed analytics and notifications,
+    and the saga waits for the authorization's HTTP answer, never for these events. Fewer
+    relay cycles (a read, a produce request, a marking transaction each), more events each."""
     provider_latency_ms: int = Field(0, ge=0, le=60_000)
     """Simulated provider latency added to every authorization."""
     max_amount_cents: int = Field(1_000_000, ge=1)

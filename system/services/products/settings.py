@@ -13,7 +13,7 @@ class ProductsSettings(ServiceSettings):
 
     name: str = "products"
     outbox_linger_ms: int = Field(100, ge=0, le=1000)
-    """Longer than the chassis' 15 ms: stock.* events feed analytics; the saga waits for the
-    reservation's HTTP answer, never for these events. Fewer relay cycles (a read, a produce
-    request, a marking transaction each) for more events each."""
+    """Longer than the chassis' 15 ms: stock.* events feed analytics, and the saga waits for
+    the reservation's HTTP answer, never for these events. Fewer relay cycles (a read, a
+    produce request, a marking transaction each), more events each."""
     max_page_size: int = Field(100, ge=1, le=1000)
