@@ -29,6 +29,7 @@ exception that crosses the breaker, which is why a request is built before it.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import weakref
 from collections.abc import Mapping
@@ -44,13 +45,6 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from purgatory import AsyncCircuitBreakerFactory, ContextChanged, Event
 from purgatory.domain.model import OpenedState
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from system.chassis.trace_context import follows_parent_sampling, span_or_parent
 
@@ -60,7 +54,17 @@ if TYPE_CHECKING:
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
-_BACKOFF = wait_random_exponential(multiplier=0.05, max=0.5)
+BACKOFF_S = 0.05
+"""The first retry waits up to this long, each next one up to twice as long as the one
+before, never more than :data:`MAX_BACKOFF_S` (full jitter: a uniform draw below that)."""
+MAX_BACKOFF_S = 0.5
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds to wait after the ``attempt``-th attempt failed."""
+    return random.uniform(0, min(MAX_BACKOFF_S, BACKOFF_S * 2 ** (attempt - 1)))  # noqa: S311
+
+
 _GAUGE_VALUE = {"closed": 0, "half-opened": 1, "opened": 2}
 
 
@@ -311,46 +315,42 @@ class MeshClient:
     async def _attempts(
         self, upstream: str, request: _Outgoing, attempts: int, attempt_timeout: float
     ) -> httpx.Response:
-        timeouts = made = 0
-
-        async def attempt() -> httpx.Response:
-            nonlocal timeouts, made
-            made += 1
+        """Up to ``attempts`` attempts, a jittered backoff between them (a loop of our own:
+        tenacity's machinery cost ~24 µs a call here, a tenth of a call's client CPU)."""
+        timeouts = 0
+        for made in range(1, attempts + 1):
             try:
-                async with asyncio.timeout(attempt_timeout):
-                    response = await self._send(request)
-            except TimeoutError as exc:
+                return await self._attempt(upstream, request, attempt_timeout)
+            except UpstreamTimeout as exc:
                 timeouts += 1
-                raise UpstreamTimeout(upstream, f"no answer within {attempt_timeout}s") from exc
-            except (httpx.TransportError, aiohttp.ClientError) as exc:
-                if _timed_out(exc):
-                    timeouts += 1
-                    raise UpstreamTimeout(upstream, f"{type(exc).__name__}: {exc}") from exc
-                raise UpstreamFailed(upstream, f"{type(exc).__name__}: {exc}") from exc
-            if response.status_code >= 500:
-                raise UpstreamFailed(upstream, f"HTTP {response.status_code}", response)
-            return response
-
-        def count_retry(state: RetryCallState) -> None:
+                failure: UpstreamError = exc
+            except UpstreamFailed as exc:
+                failure = exc
+            if made == attempts or not _retryable(failure):
+                if isinstance(failure, UpstreamTimeout) and timeouts < made:
+                    raise UpstreamFailed(
+                        upstream, f"{made} attempts failed, the last timed out"
+                    ) from failure
+                raise failure
             self._metrics.retries.labels(upstream).inc()
+            await asyncio.sleep(_backoff(made))
+        raise AssertionError("unreachable")  # pragma: no cover - attempts >= 1
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=_BACKOFF,
-            retry=retry_if_exception(_retryable),
-            before_sleep=count_retry,
-            reraise=True,
-        )
+    async def _attempt(
+        self, upstream: str, request: _Outgoing, attempt_timeout: float
+    ) -> httpx.Response:
         try:
-            return await retrying(attempt)
-        except UpstreamTimeout as exc:
-            if timeouts == made:
-                raise
-            raise UpstreamFailed(upstream, f"{made} attempts failed, the last timed out") from exc
-        finally:
-            # tenacity keeps its next actions, bound methods of the retrying object, in the
-            # object's own state: a reference cycle per call that only the collector frees
-            retrying.iter_state.reset()
+            async with asyncio.timeout(attempt_timeout):
+                response = await self._send(request)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(upstream, f"no answer within {attempt_timeout}s") from exc
+        except (httpx.TransportError, aiohttp.ClientError) as exc:
+            if _timed_out(exc):
+                raise UpstreamTimeout(upstream, f"{type(exc).__name__}: {exc}") from exc
+            raise UpstreamFailed(upstream, f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500:
+            raise UpstreamFailed(upstream, f"HTTP {response.status_code}", response)
+        return response
 
     async def _send(self, request: _Outgoing) -> httpx.Response:
         """One attempt in a CLIENT span whose context travels in ``traceparent``, with the

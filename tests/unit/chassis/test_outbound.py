@@ -26,6 +26,7 @@ from system.chassis.outbound import (
     UpstreamFailed,
     UpstreamTimeout,
     UpstreamUnavailable,
+    _backoff,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -375,3 +376,10 @@ async def test_an_unsampled_call_builds_no_span_and_carries_the_callers_context_
     assert telemetry.spans.get_finished_spans() == ()
     [(_, _, headers, _)] = upstream.calls
     assert headers["traceparent"] == f"00-{0x1234:032x}-{0x5678:016x}-00"
+
+
+async def test_the_backoff_is_a_jittered_doubling_with_a_ceiling() -> None:
+    for attempt, ceiling in ((1, 0.05), (2, 0.1), (3, 0.2), (4, 0.4), (5, 0.5), (9, 0.5)):
+        waits = [_backoff(attempt) for _ in range(200)]
+        assert all(0 <= w <= ceiling for w in waits), attempt
+        assert max(waits) > ceiling / 2, "drawn over the whole range, not a fixed wait"
