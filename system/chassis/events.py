@@ -58,6 +58,7 @@ class EventRuntime:
             OutboxRelay(
                 session_maker,
                 bootstrap,
+                batch=settings.outbox_batch,
                 linger=settings.outbox_linger_ms / 1000,
                 tracer_provider=tracer_provider,
                 reader=reader,

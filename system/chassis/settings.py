@@ -52,6 +52,12 @@ class ServiceSettings(BaseSettings):
     offset commit each, so under load waiting a little is cheaper than fetching each
     event on its own. Consumers are off the saga's critical path."""
     kafka_fetch_min_bytes: int = Field(65536, ge=1)
+    outbox_batch: int = Field(500, ge=1, le=5000)
+    """The most rows an outbox relay cycle reads, sends and marks. A relay behind its
+    service (a backlog) drains this many per cycle, each cycle a read, one produce request
+    and a marking transaction; on a loaded service a cycle takes a few loop turns of
+    tens of milliseconds each, and 100 rows a cycle could not catch up with 300 events a
+    second there."""
     outbox_linger_ms: int = Field(15, ge=0, le=1000)
     """How long the outbox relay, woken by a commit, waits for more commits before it
     reads its batch: events ride together in one produce request and one marking
