@@ -140,17 +140,28 @@ def _merge(lines: Sequence[Line]) -> tuple[Line, ...]:
 
 def reserve_in(session: Executor, order_id: str, lines: Sequence[Line]) -> tuple[Reservation, bool]:
     """The order's reservation, and whether this call made it (a repeat returns the one
-    held, unchanged)."""
+    held, unchanged).
+
+    The counters are taken first, in product-id order (the module's lock order); a line
+    that cannot be taken is short of stock or names no product, and only then is the
+    catalog asked which (the common path costs no query for it). The lines are recorded
+    after, so an unknown product never reaches their foreign key."""
     wanted = _merge(lines)
     existing = get_reservation_in(session, order_id)
     if existing is not None:
         if existing.lines != wanted:
             raise ReservationConflict(f"order {order_id} already holds a different reservation")
         return existing, False
-    ids = [line.product_id for line in wanted]
-    known = set(session.scalars(_KNOWN, {"ids": ids}).all())
-    if missing := [pid for pid in ids if pid not in known]:
-        raise UnknownProduct(missing)
+    short = []
+    for line in wanted:  # sorted by product id
+        result = session.execute(_TAKE, {"the_product": line.product_id, "n": line.quantity})
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            short.append(line.product_id)
+    if short:  # the caller rolls back: all or nothing
+        known = set(session.scalars(_KNOWN, {"ids": short}).all())
+        if missing := [pid for pid in short if pid not in known]:
+            raise UnknownProduct(missing)
+        raise OutOfStock(short)
     session.execute(  # a concurrent reserve of the same order: IntegrityError
         _INSERT_LINES,
         [
@@ -158,13 +169,6 @@ def reserve_in(session: Executor, order_id: str, lines: Sequence[Line]) -> tuple
             for line in wanted
         ],
     )
-    short = []  # the counters last: their row locks are held from here to the commit
-    for line in wanted:  # sorted by product id (the module's lock order)
-        result = session.execute(_TAKE, {"the_product": line.product_id, "n": line.quantity})
-        if result.rowcount == 0:  # type: ignore[attr-defined]
-            short.append(line.product_id)
-    if short:
-        raise OutOfStock(short)  # the caller rolls back: all or nothing
     return Reservation(order_id, "reserved", wanted), True
 
 
