@@ -237,6 +237,22 @@ def relay_for(maker: Maker, kafka: FakeKafka, **options: Any) -> OutboxRelay:
     return OutboxRelay(maker, kafka.factory, registry=CollectorRegistry(), **options)
 
 
+async def stage_all(maker: Maker, events: Sequence[Event[Any]]) -> None:
+    async with maker() as session, session.begin():
+        for event in events:
+            await stage(session, event)
+
+
+async def drain(maker: Maker, kafka: FakeKafka, **options: Any) -> None:
+    """A relay started, flushed until nothing is pending, and stopped."""
+    relay = relay_for(maker, kafka, **options)
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.flush(), 5.0)
+    finally:
+        await relay.stop()
+
+
 def last_error(relay: OutboxRelay) -> BaseException | None:
     """The relay's last error, read afresh (it changes behind the awaits)."""
     return relay.last_error
@@ -400,18 +416,9 @@ async def test_a_cycle_sends_one_batch_per_partition_with_each_key_in_order(
     maker: Maker,
 ) -> None:
     kafka = FakeKafka()
-    staged: list[Event[Any]] = []
-    async with maker() as session, session.begin():
-        for i in range(12):
-            event = placed(f"o-{i % 4}", n=i + 1)
-            staged.append(event)
-            await stage(session, event)
-    relay = relay_for(maker, kafka)
-    await relay.start()
-    try:
-        await asyncio.wait_for(relay.flush(), 5.0)
-    finally:
-        await relay.stop()
+    staged = [placed(f"o-{i % 4}", n=i + 1) for i in range(12)]
+    await stage_all(maker, staged)
+    await drain(maker, kafka)
     assert sorted(kafka.event_ids()) == sorted(str(e.id) for e in staged)
     assert len(kafka.batches) == 2, "one batch per partition: o-0, o-1 and o-2 share one"
     for batch in kafka.batches:
@@ -429,15 +436,8 @@ async def test_rows_that_overflow_their_partitions_batch_wait_for_the_next_cycle
     kafka = FakeKafka()
     kafka.batch_capacity = 2
     staged = [placed("o-1", n=i + 1) for i in range(5)]
-    async with maker() as session, session.begin():
-        for event in staged:
-            await stage(session, event)
-    relay = relay_for(maker, kafka)
-    await relay.start()
-    try:
-        await asyncio.wait_for(relay.flush(), 5.0)
-    finally:
-        await relay.stop()
+    await stage_all(maker, staged)
+    await drain(maker, kafka)
     assert [len(b) for b in kafka.batches] == [2, 2, 1]
     assert kafka.event_ids() == [str(e.id) for e in staged], "in order, each once"
     assert all(row.published_at is not None for row in await outbox_rows(maker))
@@ -458,15 +458,8 @@ async def test_a_failed_batch_publishes_none_of_its_keys_events_and_the_others_g
     kafka = FakeKafka(fail)
     keys = ["a", "a", "b", "a"]  # "a" and "b" map to different partitions of three
     staged = [placed(key, n=i + 1) for i, key in enumerate(keys)]
-    async with maker() as session, session.begin():
-        for event in staged:
-            await stage(session, event)
-    relay = relay_for(maker, kafka)
-    await relay.start()
-    try:
-        await asyncio.wait_for(relay.flush(), 5.0)
-    finally:
-        await relay.stop()
+    await stage_all(maker, staged)
+    await drain(maker, kafka)
     ids = [str(e.id) for e in staged]
     assert [k for _t, k, _v, _h in kafka.batches[0]] == [b"b"], "b went out at once"
     assert kafka.event_ids(b"b") == [ids[2]]
@@ -485,18 +478,9 @@ async def test_failed_sends_keep_rows_and_per_key_order(maker: Maker) -> None:
         return False
 
     kafka = FakeKafka(fail)
-    staged: list[Event[Any]] = []
-    async with maker() as session, session.begin():
-        for i in range(6):
-            event = placed("a" if i % 2 == 0 else "b", n=i + 1)
-            staged.append(event)
-            await stage(session, event)
-    relay = relay_for(maker, kafka, batch=4)
-    await relay.start()
-    try:
-        await asyncio.wait_for(relay.flush(), 5.0)
-    finally:
-        await relay.stop()
+    staged = [placed("a" if i % 2 == 0 else "b", n=i + 1) for i in range(6)]
+    await stage_all(maker, staged)
+    await drain(maker, kafka, batch=4)
     for key in (b"a", b"b"):
         expected = [str(e.id) for e in staged if e.key.encode() == key]
         assert kafka.event_ids(key) == expected, f"key {key!r} kept its order, lost nothing"
