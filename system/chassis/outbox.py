@@ -341,13 +341,25 @@ class _PublishFailed(Exception):
         self.acknowledged = list(acknowledged)
 
 
-async def _partition(producer: Producer, topic: str, key: str) -> int:
-    """The partition of ``key``: murmur2 of its bytes over the topic's partitions, as
-    Kafka's Java clients and aiokafka's ``send`` place keys."""
-    from aiokafka.partitioner import DefaultPartitioner  # noqa: PLC0415 - with the producer
+class _Partitioner:
+    """Where keys go: murmur2 of a key's bytes over its topic's partitions, as Kafka's
+    Java clients and aiokafka's ``send`` place them; each topic's partitions asked of the
+    producer once per cycle."""
 
-    partitions = sorted(await producer.partitions_for(topic))
-    return int(DefaultPartitioner()(key.encode(), partitions, partitions))
+    def __init__(self, producer: Producer) -> None:
+        from aiokafka.partitioner import DefaultPartitioner  # noqa: PLC0415 - with the producer
+
+        self._producer = producer
+        self._place = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+
+    async def __call__(self, topic: str, key: str) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(
+                await self._producer.partitions_for(topic)
+            )
+        return int(self._place(key.encode(), partitions, partitions))
 
 
 class _Batch:
@@ -667,37 +679,17 @@ class OutboxRelay:
         row of that partition. Raises :class:`_PublishFailed` if a batch failed,
         carrying the rows of the batches acknowledged, so they can still be marked.
         """
-        batches: dict[tuple[str, int], _Batch] = {}
-        full: set[tuple[str, int]] = set()
-        for row in rows:
-            if self._closing():
-                break
-            where = (row.topic, await _partition(producer, row.topic, row.key))
-            if where in full:
-                continue
-            batch = batches.get(where)
-            if batch is None:
-                batch = batches[where] = _Batch(producer.create_batch())
-            span, headers = self._producer_span(row)
-            record = batch.builder.append(
-                key=row.key.encode(), value=row.payload, timestamp=None, headers=headers
-            )
-            if record is None:  # full: this row and the partition's later rows wait
-                full.add(where)  # (its span is dropped unended: never exported)
-                continue
-            batch.rows.append(row)
-            batch.spans.append(span)
-        deliveries: list[asyncio.Future[Any]] = []
         try:
+            batches = await self._batches(producer, rows)
+            deliveries: list[asyncio.Future[Any]] = []
             for (topic, partition), batch in batches.items():
                 delivery = asyncio.ensure_future(
                     await producer.send_batch(batch.builder, topic, partition=partition)
                 )
                 delivery.add_done_callback(_retrieve)
                 deliveries.append(delivery)
-        except Exception as exc:  # refused before sending: nothing of this cycle is marked
-            await asyncio.gather(*deliveries, return_exceptions=True)
-            raise _PublishFailed(exc) from exc
+        except Exception as exc:  # no metadata, or a batch refused: nothing of this cycle
+            raise _PublishFailed(exc) from exc  # is marked (the producer is re-created)
         # never cancel the producer's futures: a stop abandons the waits, not the sends
         waits = [asyncio.ensure_future(asyncio.shield(d)) for d in deliveries]
         await self._await_sends(waits)
@@ -713,6 +705,34 @@ class OutboxRelay:
         if failure is not None:
             raise _PublishFailed(failure, acknowledged)
         return acknowledged
+
+    async def _batches(
+        self, producer: Producer, rows: Sequence[Any]
+    ) -> dict[tuple[str, int], _Batch]:
+        """``rows`` in record batches by topic and partition, in outbox order; a row that
+        overflows its partition's batch is left out with the partition's later rows."""
+        partition_of = _Partitioner(producer)
+        batches: dict[tuple[str, int], _Batch] = {}
+        full: set[tuple[str, int]] = set()
+        for row in rows:
+            if self._closing():
+                break
+            where = (row.topic, await partition_of(row.topic, row.key))
+            if where in full:
+                continue
+            batch = batches.get(where)
+            if batch is None:
+                batch = batches[where] = _Batch(producer.create_batch())
+            span, headers = self._producer_span(row)
+            record = batch.builder.append(
+                key=row.key.encode(), value=row.payload, timestamp=None, headers=headers
+            )
+            if record is None:  # full: this row and the partition's later rows wait
+                full.add(where)  # (its span is dropped unended: never exported)
+                continue
+            batch.rows.append(row)
+            batch.spans.append(span)
+        return batches
 
     async def _await_sends(self, sends: Sequence[asyncio.Future[Any]]) -> None:
         """Wait for a cycle's sends: report a stall after ``stall_after`` seconds, and

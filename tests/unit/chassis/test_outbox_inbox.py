@@ -178,6 +178,8 @@ class FakeKafka:
         self.started = 0
         self.stopped = 0
         self.refuse_start = False
+        self.refuse_metadata = 0
+        """How many more ``partitions_for`` calls fail (the broker's metadata unreachable)."""
         self.holding = False
         self.held: list[tuple[asyncio.Future[Any], list[Message]]] = []
 
@@ -207,6 +209,9 @@ class FakeKafka:
                 kafka.stopped += 1
 
             async def partitions_for(self, topic: str) -> set[int]:
+                if kafka.refuse_metadata:
+                    kafka.refuse_metadata -= 1
+                    raise TimeoutError("no metadata for the topic")
                 return {0, 1, 2}
 
             def create_batch(self) -> FakeBatch:
@@ -465,6 +470,20 @@ async def test_a_failed_batch_publishes_none_of_its_keys_events_and_the_others_g
     assert kafka.event_ids(b"b") == [ids[2]]
     assert kafka.event_ids(b"a") == [ids[0], ids[1], ids[3]], "a: all three, later, in order"
     assert len([b for b in kafka.batches if any(k == b"a" for _t, k, _v, _h in b)]) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_producer_without_metadata_is_re_created_and_nothing_is_lost(
+    maker: Maker,
+) -> None:
+    kafka = FakeKafka()
+    kafka.refuse_metadata = 2
+    staged = [placed(f"o-{i}", n=i + 1) for i in range(3)]
+    await stage_all(maker, staged)
+    await drain(maker, kafka)
+    assert kafka.started == 3, "a new producer after each failed cycle"
+    assert sorted(kafka.event_ids()) == sorted(str(e.id) for e in staged)
+    assert all(row.published_at is not None for row in await outbox_rows(maker))
 
 
 @pytest.mark.asyncio
