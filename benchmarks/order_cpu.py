@@ -1,7 +1,7 @@
 """CPU per order through the saga, in-process: where an order's time goes.
 
     .venv/bin/python -m benchmarks.order_cpu [--orders 200] [--concurrency 50] [--aiosqlite]
-                                             [--profile]
+                                             [--traced 0.01] [--profile]
 
 Runs users, products, payments and orders on temporary SQLite files in one process, the
 mesh replaced by ASGI transports (``harness.inprocess``, as the saga's unit tests; no
@@ -9,6 +9,11 @@ network, no Kafka, no span export), places ``--orders`` orders (``--concurrency`
 time) and waits until every saga is finished. Prints CPU and wall milliseconds per order
 SQL statements and commits per order; ``--aiosqlite`` runs SQLite on aiosqlite's thread instead
 of inline (``<SERVICE>_SQLITE_INLINE=false``), ``--profile`` adds the top of a cProfile.
+``--traced`` is the share of orders placed in a sampled trace, as the gateway decides it
+(1% by default on the stack): the others carry an unsampled ``traceparent``. Until the
+eleventh session every order here was traced (no ``traceparent``: each request started a
+sampled trace), which also sent every statement down SQLAlchemy's path
+(``system.chassis.prepared``); ``--traced 1`` measures that.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import random
 import tempfile
 import time
 import weakref
@@ -91,7 +97,13 @@ def world(folder: Path, inline: bool) -> tuple[InProcessSystem, dict[str, str]]:
     return system, tokens
 
 
-async def run(orders: int, concurrency: int, inline: bool, profile: bool) -> None:
+def traceparent(i: int, traced: float) -> str:
+    """The W3C context the gateway would pass: sampled for one order in ``1/traced``."""
+    sampled = traced > 0 and i % max(1, round(1 / traced)) == 0
+    return f"00-{random.getrandbits(128):032x}-{random.getrandbits(64):016x}-0{int(sampled)}"
+
+
+async def run(orders: int, concurrency: int, inline: bool, profile: bool, traced: float) -> None:
     counter = Counter()
     with tempfile.TemporaryDirectory(prefix="bench-order-") as name:
         system, tokens = world(Path(name), inline)
@@ -124,6 +136,7 @@ async def run(orders: int, concurrency: int, inline: bool, profile: bool) -> Non
                         headers={
                             "Authorization": tokens["customer"],
                             "Idempotency-Key": f"bench-{i:08d}",
+                            "traceparent": traceparent(i, traced),
                         },
                     )
                     assert answer.status_code == 202, answer.text
@@ -144,7 +157,7 @@ async def run(orders: int, concurrency: int, inline: bool, profile: bool) -> Non
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     driver = "inline" if inline else "aiosqlite"
     print(
-        f"{orders} orders, {concurrency} at a time, SQLite {driver}: "
+        f"{orders} orders, {concurrency} at a time, {traced:.0%} traced, SQLite {driver}: "
         f"cpu {cpu / orders * 1000:.1f} ms/order  wall {wall / orders * 1000:.1f} ms/order  "
         f"{counter.statements / orders:.0f} SQL statements "
         f"({counter.uncached / orders:.1f} uncacheable) and "
@@ -161,8 +174,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--aiosqlite", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--traced", type=float, default=0.01, help="share of orders traced")
     args = parser.parse_args()
-    asyncio.run(run(args.orders, args.concurrency, not args.aiosqlite, args.profile))
+    if not 0 <= args.traced <= 1:
+        parser.error("--traced is a share between 0 and 1")
+    asyncio.run(run(args.orders, args.concurrency, not args.aiosqlite, args.profile, args.traced))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ from system.chassis.db import (
     in_transaction,
     table_of,
 )
+from system.chassis.prepared import Prepared
 from system.chassis.trace_context import extract, follows_parent_sampling, unsampled
 from system.events import Event, encode
 
@@ -133,7 +134,7 @@ class OutboxMessage(BigIntBase):
 
 
 _OUTBOX = table_of(OutboxMessage)
-_INSERT = insert(_OUTBOX)
+_INSERT = Prepared(insert(_OUTBOX))
 
 
 async def stage(session: AsyncSession, event: Event[Any]) -> None:
@@ -152,7 +153,7 @@ def stage_in(session: Executor, event: Event[Any]) -> None:
     """:func:`stage` for code that runs in one greenlet: a Core connection of
     :func:`~system.chassis.db.in_transaction`, or :meth:`AsyncSession.run_sync`'s
     session (each awaited statement starts a greenlet, at ~10 µs each)."""
-    session.execute(_INSERT, _row(event))
+    _INSERT(session, _row(event))
     if isinstance(session, Session):
         session.info[_STAGED] = True
     else:

@@ -34,6 +34,11 @@ _SPAN = "_chassis_sql_span"
 _VENDORS = {"postgresql": "postgresql", "sqlite": "sqlite", "mysql": "mysql"}
 
 
+def recording() -> bool:
+    """Whether a statement run now gets a span: inside a sampled operation."""
+    return bool(trace.get_current_span().get_span_context().trace_flags.sampled)
+
+
 class StatementSpans:
     """Listens to one engine's cursor executions; :meth:`remove` stops it."""
 
@@ -80,7 +85,7 @@ class StatementSpans:
         context: Any,
         _executemany: bool,
     ) -> None:
-        if context is None or not trace.get_current_span().get_span_context().trace_flags.sampled:
+        if context is None or not recording():
             return
         span = self._tracer.start_span(
             self._name(statement),

@@ -22,6 +22,7 @@ from system.chassis.deps import ReadSession
 from system.chassis.openapi import Link
 from system.chassis.outbound import UpstreamError
 from system.chassis.paging import Offset
+from system.chassis.prepared import Prepared
 from system.chassis.problems import problem_response, problem_responses
 from system.events.schemas import uuid7
 from system.services.orders import store
@@ -34,10 +35,12 @@ Quantity = Annotated[int, Meta(ge=1, le=100)]
 CardToken = Annotated[str, Meta(pattern=r"^tok_[A-Za-z0-9_]{4,60}$", examples=["tok_visa_4242"])]
 _KEYS = table_of(IdempotencyKey)
 # Built once: a statement built per call costs more than running it.
-_SEEN = select(_KEYS.c.request_hash, _KEYS.c.order_id).where(
-    _KEYS.c.user_id == bindparam("the_user"), _KEYS.c.key == bindparam("the_key")
+_SEEN = Prepared(
+    select(_KEYS.c.request_hash, _KEYS.c.order_id).where(
+        _KEYS.c.user_id == bindparam("the_user"), _KEYS.c.key == bindparam("the_key")
+    )
 )
-_INSERT_KEY = insert(_KEYS)
+_INSERT_KEY = Prepared(insert(_KEYS))
 IdemKey = Annotated[str, HeaderParameter(name="Idempotency-Key", min_length=8, max_length=200)]
 
 
@@ -83,8 +86,10 @@ class HistoryEntry(Struct):
 
 
 _VIEWS = table_of(OrderView)
-_VIEW_OF = select(*(_VIEWS.c[name] for name in OrderResource.__struct_fields__)).where(
-    _VIEWS.c.order_id == bindparam("the_order")
+_VIEW_OF = Prepared(
+    select(*(_VIEWS.c[name] for name in OrderResource.__struct_fields__)).where(
+        _VIEWS.c.order_id == bindparam("the_order")
+    )
 )
 
 
@@ -129,7 +134,7 @@ def _place(
     its Idempotency-Key."""
     state = store.append_in(session, OrderState(key["order_id"]), [placed])
     lease = leases.hold(session, key["order_id"])
-    session.execute(_INSERT_KEY, key)
+    _INSERT_KEY(session, key)
     return state, lease
 
 
@@ -138,7 +143,7 @@ def _seen(
 ) -> tuple[str, str, OrderResource | None] | None:
     """An earlier placement with this Idempotency-Key: its request hash, its order id and
     the order if this user may see it."""
-    seen = session.execute(_SEEN, {"the_user": user.user_id, "the_key": key}).first()
+    seen = _SEEN(session, {"the_user": user.user_id, "the_key": key}).first()
     if seen is None:
         return None
     return seen.request_hash, seen.order_id, _visible_in(session, seen.order_id, user)
@@ -150,7 +155,7 @@ def _request_hash(body: PlaceOrder) -> str:
 
 def _visible_in(session: Executor, order_id: str, user: Principal) -> OrderResource | None:
     """The order's read model row if ``user`` may see it."""
-    view = session.execute(_VIEW_OF, {"the_order": order_id}).first()
+    view = _VIEW_OF(session, {"the_order": order_id}).first()
     if view is None or (view.user_id != user.user_id and user.role != "admin"):
         return None
     return _resource(view)

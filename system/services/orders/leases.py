@@ -23,14 +23,17 @@ from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.db import Executor, in_transaction, insert_if_absent_in, table_of
+from system.chassis.prepared import Prepared
 from system.services.orders.models import SagaLease
 
 _LEASES = table_of(SagaLease)
 _THIS = (_LEASES.c.order_id == bindparam("the_order"), _LEASES.c.owner == bindparam("the_owner"))
-_TAKE = insert(_LEASES)
-_CLAIM = update(_LEASES).where(_THIS[0], _THIS[1] | (_LEASES.c.expires_at < bindparam("now")))
-_RENEW = update(_LEASES).where(*_THIS)
-_DROP = delete(_LEASES).where(*_THIS)
+_TAKE = Prepared(insert(_LEASES))
+_CLAIM = Prepared(
+    update(_LEASES).where(_THIS[0], _THIS[1] | (_LEASES.c.expires_at < bindparam("now")))
+)
+_RENEW = Prepared(update(_LEASES).where(*_THIS))
+_DROP = Prepared(delete(_LEASES).where(*_THIS))
 
 
 @dataclass
@@ -55,9 +58,7 @@ class SagaLeases:
     def hold(self, session: Executor, order_id: str) -> Lease:
         """Take the lease on a new order in the caller's transaction (the one placing it)."""
         lease = Lease(datetime.now(UTC) + self._length)
-        session.execute(
-            _TAKE, {"order_id": order_id, "owner": self.owner, "expires_at": lease.expires_at}
-        )
+        _TAKE(session, {"order_id": order_id, "owner": self.owner, "expires_at": lease.expires_at})
         return lease
 
     async def claim(self, order_id: str) -> Lease | None:
@@ -70,8 +71,8 @@ class SagaLeases:
         now = datetime.now(UTC)
         expires = now + self._length
         values = {"owner": self.owner, "expires_at": expires}
-        taken = session.execute(_CLAIM, {**self._mine(order_id), "now": now, **values})
-        if not getattr(taken, "rowcount", 0):
+        taken = _CLAIM(session, {**self._mine(order_id), "now": now, **values})
+        if not taken.rowcount:
             row = {"order_id": order_id, **values}
             if insert_if_absent_in(session, SagaLease, row) != 1:
                 return None
@@ -80,12 +81,12 @@ class SagaLeases:
     def renew(self, session: Executor, order_id: str, lease: Lease) -> None:
         """Extend ``lease`` in the caller's transaction."""
         expires = datetime.now(UTC) + self._length
-        session.execute(_RENEW, {**self._mine(order_id), "expires_at": expires})
+        _RENEW(session, {**self._mine(order_id), "expires_at": expires})
         lease.expires_at = expires
 
     def drop(self, session: Executor, order_id: str) -> None:
         """Delete the lease in the caller's transaction (with the order's final event)."""
-        session.execute(_DROP, self._mine(order_id))
+        _DROP(session, self._mine(order_id))
 
     async def release(self, order_id: str) -> None:
         """Delete the lease in a transaction of its own, if the database lets us."""

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from system.chassis.db import Executor, table_of
 from system.chassis.outbox import stage_in
+from system.chassis.prepared import Prepared
 from system.events.schemas import (
     OrderCancelledV1,
     OrderConfirmedV1,
@@ -74,7 +75,7 @@ def append_in(session: Executor, state: OrderState, events: Sequence[DomainEvent
         )
         _publish(session, new_state, item)
     try:
-        session.execute(_INSERT_EVENTS, rows)
+        _INSERT_EVENTS(session, rows)
     except IntegrityError as exc:
         raise ConcurrencyConflict(state.order_id) from exc
     _project(session, new_state, first=state.version == 0)
@@ -85,9 +86,9 @@ _EVENTS = table_of(OrderEvent)
 _VIEWS = table_of(OrderView)
 # Built once: a statement built per call costs more than running it (construction and
 # cache key were ~3/4 of a simple statement's CPU here).
-_INSERT_EVENTS = insert(_EVENTS)
-_INSERT_VIEW = insert(_VIEWS)
-_UPDATE_VIEW = update(_VIEWS).where(_VIEWS.c.order_id == bindparam("the_order"))
+_INSERT_EVENTS = Prepared(insert(_EVENTS))
+_INSERT_VIEW = Prepared(insert(_VIEWS))
+_UPDATE_VIEW = Prepared(update(_VIEWS).where(_VIEWS.c.order_id == bindparam("the_order")))
 
 
 def _items(state: OrderState) -> list[OrderItem]:
@@ -158,8 +159,7 @@ def _project(session: Executor, state: OrderState, *, first: bool) -> None:
     }
     if first:
         values.update(order_id=state.order_id, placed_at=state.placed_at)
-        session.execute(_INSERT_VIEW, values)
+        _INSERT_VIEW(session, values)
         return
-    result = session.execute(_UPDATE_VIEW, {"the_order": state.order_id, **values})
-    if not getattr(result, "rowcount", 1):
+    if not _UPDATE_VIEW(session, {"the_order": state.order_id, **values}).rowcount:
         raise ValueError(f"order {state.order_id} has no read model row to update")

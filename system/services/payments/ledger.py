@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from system.chassis.db import Executor, Transactions, table_of
 from system.chassis.outbox import stage_in
+from system.chassis.prepared import Prepared
 from system.events.schemas import (
     PaymentAuthorizedV1,
     PaymentCapturedV1,
@@ -55,11 +56,12 @@ _FIELDS = tuple(
 
 
 # Built once: a statement built per call costs more than running it.
-_FIND = select(_PAYMENTS).where(_PAYMENTS.c.order_id == bindparam("the_order"))
-_FIND_FOR_UPDATE = _FIND.with_for_update()
-_INSERT_PAYMENT = insert(_PAYMENTS)
-_INSERT_ENTRY = insert(_LEDGER)
-_SET_STATUS = update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("the_payment"))
+_SELECT = select(_PAYMENTS).where(_PAYMENTS.c.order_id == bindparam("the_order"))
+_FIND = Prepared(_SELECT)
+_FIND_FOR_UPDATE = Prepared(_SELECT.with_for_update())
+_INSERT_PAYMENT = Prepared(insert(_PAYMENTS))
+_INSERT_ENTRY = Prepared(insert(_LEDGER))
+_SET_STATUS = Prepared(update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("the_payment")))
 
 
 async def find(session: AsyncSession, order_id: str, *, for_update: bool = False) -> Payment | None:
@@ -68,16 +70,16 @@ async def find(session: AsyncSession, order_id: str, *, for_update: bool = False
 
 def find_in(session: Executor, order_id: str, *, for_update: bool = False) -> Payment | None:
     query = _FIND_FOR_UPDATE if for_update else _FIND
-    row = session.execute(query, {"the_order": order_id}).first()
+    row = query(session, {"the_order": order_id}).first()
     if row is None:
         return None
-    values = row._mapping
+    values = row._asdict()
     return Payment(**{key: values[column] for key, column in _FIELDS})
 
 
 def _enter(session: Executor, payment: Payment, kind: str, held: int, settled: int) -> None:
-    session.execute(
-        _INSERT_ENTRY,
+    _INSERT_ENTRY(
+        session,
         {
             "payment_id": payment.id,
             "order_id": payment.order_id,
@@ -144,7 +146,7 @@ async def authorize(
 def _record(session: Executor, values: dict[str, Any]) -> Payment:
     """The provider's decision: the payment, and for an approval its ledger entry and
     ``payment.authorized`` (one transaction, :meth:`Transactions.write`)."""
-    session.execute(_INSERT_PAYMENT, values)  # a concurrent twin: IntegrityError
+    _INSERT_PAYMENT(session, values)  # a concurrent twin: IntegrityError
     payment = Payment(**values)
     if payment.status == "authorized":
         _enter(session, payment, "authorize", payment.amount_cents, 0)
@@ -177,7 +179,7 @@ def _transition_in(
         return payment
     if payment.status != move.source:
         raise PaymentConflict(f"payment of order {order_id} is {payment.status}, not {move.source}")
-    session.execute(_SET_STATUS, {"the_payment": payment.id, "status": move.target})
+    _SET_STATUS(session, {"the_payment": payment.id, "status": move.target})
     payment.status = move.target
     amount = payment.amount_cents
     _enter(session, payment, move.target, move.held * amount, move.settled * amount)

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from system.chassis.db import Executor, forget_at_transaction_end, table_of
+from system.chassis.prepared import Prepared
 from system.services.products.models import Product, ReservationLine
 
 
@@ -87,8 +88,9 @@ _LINES_OF = (
     .order_by(_LINES.c.product_id)
 )
 _LINES_OF_FOR_UPDATE = _LINES_OF.with_for_update()
+_LINES_OF_NOW = Prepared(_LINES_OF)
 _KNOWN = select(_PRODUCTS.c.id).where(_PRODUCTS.c.id.in_(bindparam("ids", expanding=True)))
-_TAKE = (
+_TAKE = Prepared(
     update(_PRODUCTS)
     .where(_PRODUCTS.c.id == bindparam("the_product"), _PRODUCTS.c.available >= bindparam("n"))
     .values(
@@ -110,7 +112,7 @@ _SETTLE = {
 _SET_STATE = update(_LINES).where(
     _LINES.c.order_id == bindparam("the_order"), _LINES.c.state == "reserved"
 )
-_INSERT_LINES = insert(_LINES)
+_INSERT_LINES = Prepared(insert(_LINES))
 
 
 def _reservation(order_id: str, rows: Sequence[Row[tuple[uuid.UUID, int, str]]]) -> Reservation:
@@ -127,7 +129,7 @@ async def get_reservation(session: AsyncSession, order_id: str) -> Reservation |
 
 
 def get_reservation_in(session: Executor, order_id: str) -> Reservation | None:
-    rows = session.execute(_LINES_OF, {"the_order": order_id}).all()
+    rows = _LINES_OF_NOW(session, {"the_order": order_id}).all()
     return _reservation(order_id, rows) if rows else None
 
 
@@ -154,16 +156,15 @@ def reserve_in(session: Executor, order_id: str, lines: Sequence[Line]) -> tuple
         return existing, False
     short = []
     for line in wanted:  # sorted by product id
-        result = session.execute(_TAKE, {"the_product": line.product_id, "n": line.quantity})
-        if result.rowcount == 0:  # type: ignore[attr-defined]
+        if not _TAKE(session, {"the_product": line.product_id, "n": line.quantity}).rowcount:
             short.append(line.product_id)
     if short:  # the caller rolls back: all or nothing
         known = set(session.scalars(_KNOWN, {"ids": short}).all())
         if missing := [pid for pid in short if pid not in known]:
             raise UnknownProduct(missing)
         raise OutOfStock(short)
-    session.execute(  # a concurrent reserve of the same order: IntegrityError
-        _INSERT_LINES,
+    _INSERT_LINES(  # a concurrent reserve of the same order: IntegrityError
+        session,
         [
             {"order_id": order_id, "product_id": line.product_id, "quantity": line.quantity}
             for line in wanted
