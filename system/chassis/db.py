@@ -33,6 +33,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from system.chassis import sqlite_inline
+from system.chassis.prepared import Prepared
 from system.chassis.settings import ServiceSettings
 
 SQLITE_PRAGMAS = (
@@ -127,6 +128,11 @@ class InPlaceSession(Session):
     def flush(self, objects: Any = None) -> None:
         sqlite_inline.results_in_place()
         super().flush(objects)
+
+    def connection(self, *args: Any, **kwargs: Any) -> Connection:
+        """The session's connection, for statements run on it directly (``prepared``)."""
+        sqlite_inline.results_in_place()
+        return super().connection(*args, **kwargs)
 
     def rollback(self) -> None:
         sqlite_inline.results_in_place()
@@ -268,8 +274,7 @@ def insert_if_absent_in(
 ) -> int:
     """:func:`insert_if_absent` in the caller's greenlet (inside ``run_sync``, e.g. by
     :func:`in_transaction`)."""
-    result = session.execute(_insert_if_absent(table_of(model)), rows)
-    return int(getattr(result, "rowcount", 0) or 0)
+    return max(0, _insert_if_absent(table_of(model))(session, rows).rowcount)
 
 
 async def insert_if_absent(
@@ -283,6 +288,6 @@ async def insert_if_absent(
 
 
 @functools.cache
-def _insert_if_absent(table: Table) -> InsertIfAbsent:
+def _insert_if_absent(table: Table) -> Prepared[InsertIfAbsent]:
     """Built once per table: a statement built anew costs more than running it."""
-    return InsertIfAbsent(table)
+    return Prepared(InsertIfAbsent(table))

@@ -64,6 +64,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from system.chassis.db import insert_if_absent, table_of
+from system.chassis.prepared import Prepared
 from system.chassis.trace_context import extract, follows_parent_sampling, unsampled
 from system.events import Event, EventError, decode
 
@@ -119,7 +120,7 @@ _SEEN = select(_INBOX.c.event_id).where(
     _INBOX.c.consumer == bindparam("consumer"),
     _INBOX.c.event_id.in_(bindparam("ids", expanding=True)),
 )
-_INSERT = insert(_INBOX)
+_INSERT = Prepared(insert(_INBOX))
 """Built once: a statement built per batch costs more than running it."""
 
 
@@ -457,7 +458,7 @@ class EventConsumer:
                 outcomes.append(Outcome.PROCESSED)
                 fresh.append(self._row(event, now))
             if fresh:
-                await session.execute(_INSERT, fresh)
+                await session.run_sync(_INSERT, fresh)
             run: list[tuple[Batched, Span, Event[Any]]] = []  # one batched handler's events
             for (_, event, handler, span), outcome in zip(pending, outcomes, strict=True):
                 if outcome is not Outcome.PROCESSED:

@@ -13,10 +13,14 @@ and set of parameter names, the way ``Connection.execute`` compiles it, and then
 and result processing (the types' own processors) and the same Python-side column
 defaults. Calling it returns :class:`Rows` whichever path ran.
 
+On an ORM ``Session`` (``AsyncSession.run_sync``, an event consumer's transaction) it
+runs on the session's connection (``Session.connection()``): the statements are Core
+statements, which the session would not flush pending objects for either.
+
 It takes SQLAlchemy's own path (``executor.execute``), and gives the same :class:`Rows`:
 
-* on an ORM ``Session`` (``AsyncSession.run_sync``), or a connection outside a begun
-  transaction (a direct statement must not start one behind SQLAlchemy's back);
+* outside a begun transaction (a direct statement must not start one behind
+  SQLAlchemy's back);
 * when a SQL span would be recorded (:func:`system.chassis.sql_spans.recording`), so a
   sampled trace shows every statement, as before;
 * for what a plan does not do: expanding (``IN``) or literal-execute parameters, escaped
@@ -206,13 +210,9 @@ class Prepared(Generic[S]):
 
     def __call__(self, executor: Session | Connection, parameters: Params = None) -> Rows:
         many = not isinstance(parameters, Mapping) and parameters is not None
-        if (
-            isinstance(executor, Session)
-            or not executor.in_transaction()
-            or sql_spans.recording()
-            or (many and not parameters)
-        ):
+        if not executor.in_transaction() or sql_spans.recording() or (many and not parameters):
             return self._fallback(executor, parameters)
+        connection = executor.connection() if isinstance(executor, Session) else executor
         rows: Sequence[Mapping[str, Any]]
         if isinstance(parameters, Mapping):
             rows = [parameters]
@@ -221,7 +221,7 @@ class Prepared(Generic[S]):
         keys = tuple(sorted(rows[0]))
         if many and any(len(r) != len(keys) or any(k not in r for k in keys) for r in rows[1:]):
             return self._fallback(executor, parameters)
-        dialect = executor.dialect
+        dialect = connection.dialect
         plans = self._plans.get(dialect)
         if plans is None:
             plans = self._plans[dialect] = {}
@@ -234,7 +234,7 @@ class Prepared(Generic[S]):
             plan = plans[keys, many] = _plan(compiled, dialect, many=many)
         if plan is None:
             return self._fallback(executor, parameters)
-        return _run(executor, plan, rows, many=many)
+        return _run(connection, plan, rows, many=many)
 
     def _fallback(self, executor: Session | Connection, parameters: Params) -> Rows:
         result = executor.execute(self.statement, parameters)

@@ -87,7 +87,7 @@ _LINES_OF = (
     .where(_LINES.c.order_id == bindparam("the_order"))
     .order_by(_LINES.c.product_id)
 )
-_LINES_OF_FOR_UPDATE = _LINES_OF.with_for_update()
+_LINES_OF_FOR_UPDATE = Prepared(_LINES_OF.with_for_update())
 _LINES_OF_NOW = Prepared(_LINES_OF)
 _KNOWN = select(_PRODUCTS.c.id).where(_PRODUCTS.c.id.in_(bindparam("ids", expanding=True)))
 _TAKE = Prepared(
@@ -99,18 +99,24 @@ _TAKE = Prepared(
     )
 )
 _SETTLE = {
-    "released": update(_PRODUCTS)
-    .where(_PRODUCTS.c.id == bindparam("the_product"))
-    .values(
-        reserved=_PRODUCTS.c.reserved - bindparam("n"),
-        available=_PRODUCTS.c.available + bindparam("n"),
+    "released": Prepared(
+        update(_PRODUCTS)
+        .where(_PRODUCTS.c.id == bindparam("the_product"))
+        .values(
+            reserved=_PRODUCTS.c.reserved - bindparam("n"),
+            available=_PRODUCTS.c.available + bindparam("n"),
+        )
     ),
-    "committed": update(_PRODUCTS)
-    .where(_PRODUCTS.c.id == bindparam("the_product"))
-    .values(reserved=_PRODUCTS.c.reserved - bindparam("n"), sold=_PRODUCTS.c.sold + bindparam("n")),
+    "committed": Prepared(
+        update(_PRODUCTS)
+        .where(_PRODUCTS.c.id == bindparam("the_product"))
+        .values(
+            reserved=_PRODUCTS.c.reserved - bindparam("n"), sold=_PRODUCTS.c.sold + bindparam("n")
+        )
+    ),
 }
-_SET_STATE = update(_LINES).where(
-    _LINES.c.order_id == bindparam("the_order"), _LINES.c.state == "reserved"
+_SET_STATE = Prepared(
+    update(_LINES).where(_LINES.c.order_id == bindparam("the_order"), _LINES.c.state == "reserved")
 )
 _INSERT_LINES = Prepared(insert(_LINES))
 
@@ -187,7 +193,7 @@ def _apply_moves(session: Session) -> None:
     """The recorded moves, one UPDATE per product and target, in product-id order."""
     moves = session.info.pop(_MOVES, None)
     for (product_id, target), units in sorted((moves or {}).items()):
-        session.execute(_SETTLE[target], {"the_product": product_id, "n": units})
+        _SETTLE[target](session, {"the_product": product_id, "n": units})
 
 
 forget_at_transaction_end(_MOVES)  # rolled back (a commit has applied them already)
@@ -196,7 +202,7 @@ forget_at_transaction_end(_MOVES)  # rolled back (a commit has applied them alre
 def _finish(session: Session, order_id: str, target: str) -> Settlement:
     """Move every line of the order from reserved to ``target`` (released or committed);
     the products' counters follow at commit (see the module's lock order)."""
-    rows = session.execute(_LINES_OF_FOR_UPDATE, {"the_order": order_id}).all()
+    rows = _LINES_OF_FOR_UPDATE(session, {"the_order": order_id}).all()
     if not rows:
         raise NoReservation(f"order {order_id} holds no reservation")
     moving = [r for r in rows if r.state != target]
@@ -204,10 +210,10 @@ def _finish(session: Session, order_id: str, target: str) -> Settlement:
         if row.state != "reserved":
             raise ReservationConflict(f"order {order_id}'s reservation is already {row.state}")
     if moving:
-        session.execute(_SET_STATE, {"the_order": order_id, "state": target})
+        _SET_STATE(session, {"the_order": order_id, "state": target})
     for row in moving:
         if session.in_nested_transaction():  # a savepoint may roll back alone: apply now
-            session.execute(_SETTLE[target], {"the_product": row.product_id, "n": row.quantity})
+            _SETTLE[target](session, {"the_product": row.product_id, "n": row.quantity})
         else:
             _move(session, target, row.product_id, row.quantity)
     lines = tuple(Line(r.product_id, r.quantity) for r in rows)

@@ -187,18 +187,31 @@ async def test_sqlalchemys_path_where_a_plan_cannot_go(engine: AsyncEngine) -> N
         return sorted(OF_LABELS(conn, {"labels": ["a", "b", "zz"]}).scalars())
 
     assert await in_transaction(engine, expanding) == ["a", "b"]
-    maker = async_sessionmaker(engine)
-    async with maker() as session, session.begin():
-        on_a_session = await session.run_sync(lambda s: OF_LABEL(s, {"the_label": "b"}).one().label)
-    assert on_a_session == "b"
 
     def outside_a_transaction(conn: Connection) -> int:
         return len(OF_LABEL(conn, {"the_label": "a"}))
 
     async with engine.connect() as conn:
         assert await conn.run_sync(outside_a_transaction) == 1
-    assert len(paths) == 3
+    assert len(paths) == 2
     assert all(context is not None for context in paths)
+
+
+async def test_on_a_session_in_a_transaction_it_runs_on_the_sessions_connection(
+    engine: AsyncEngine,
+) -> None:
+    paths = contexts(engine)
+    maker = async_sessionmaker(engine)
+    async with maker() as session:
+        async with session.begin():
+            await session.run_sync(ADD, parcel("a"))
+            label = await session.run_sync(lambda s: OF_LABEL(s, {"the_label": "a"}).one().label)
+            assert label == "a"
+        assert paths == [None, None]
+        async with session.begin():  # rolled back with the session's transaction
+            await session.run_sync(ADD, parcel("b"))
+            await session.rollback()
+        assert await session.run_sync(lambda s: len(OF_LABEL(s, {"the_label": "b"}))) == 0
 
 
 async def test_a_sampled_operation_records_every_statement(engine: AsyncEngine) -> None:
