@@ -23,9 +23,12 @@ Choices:
   metric and the CONSUMER span's error status. A batch redone one by one is counted in
   ``inbox_batch_retries_total``: on PostgreSQL a steady rate of them means transactions
   that deadlock or conflict.
-* **Offsets** are committed, for every partition at once, after each fetched batch,
-  never past a message whose transaction has not committed. A crash or rebalance in
-  between means a redelivery, which the inbox absorbs. On stop, the batch being
+* **Offsets** are committed for every partition at once, at most every
+  ``commit_interval`` seconds (0.25 by default; 0 commits after each fetched batch), when
+  the consumer is idle, and when it stops; never past a message whose transaction has not
+  committed. A crash or rebalance in between means a redelivery, which the inbox absorbs.
+  Under load a commit per fetched batch was several offset commits a second per consumer,
+  each a request to the broker and its reply. On stop, the batch being
   processed finishes (or its retries are abandoned and it is redelivered at the next
   start).
 * **Tracing**: the handler runs inside a CONSUMER span ``"<topic> process"`` whose parent
@@ -236,6 +239,7 @@ class EventConsumer:
         retry_backoff: float = 0.2,
         max_retry_backoff: float = 5.0,
         batch: int = 100,
+        commit_interval: float = 0.25,
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = REGISTRY,
         kafka_options: Mapping[str, Any] | None = None,
@@ -253,6 +257,10 @@ class EventConsumer:
         self._retry_backoff = retry_backoff
         self._max_retry_backoff = max_retry_backoff
         self._batch = batch
+        self._commit_interval = commit_interval
+        self._uncommitted: dict[Any, int] = {}
+        """Per partition, the next offset to commit (past the last processed message)."""
+        self._committed_at = 0.0
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
         self._follows = follows_parent_sampling(tracer_provider)
         self._metrics = _metrics(registry)
@@ -356,17 +364,23 @@ class EventConsumer:
                     self._assigned.set()
                 if batches and not self._stopping.is_set():
                     await self._consume(consumer, batches)
+                elif self._uncommitted:
+                    await self._commit(consumer)  # idle: nothing processed stays uncommitted
         finally:
             self._consumer = None
+            if self._uncommitted:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._commit(consumer), _CLOSE_GRACE)
             try:
                 await asyncio.wait_for(consumer.stop(), _CLOSE_GRACE)
             except Exception as exc:  # Kafka gone: leaving the group cannot complete
                 log.warning("consumer %s: closing the Kafka consumer failed: %r", self.name, exc)
 
     async def _consume(self, consumer: Any, batches: Mapping[Any, Sequence[Any]]) -> None:
-        """Everything one fetch returned, over all partitions, as one batch; then one
-        offset commit for all of them (a commit per partition per fetch was a good part
-        of the consumer's and the broker's CPU under load)."""
+        """Everything one fetch returned, over all partitions, as one batch; then its
+        offsets are due, for all of them at once (a commit per partition per fetch was a
+        good part of the consumer's and the broker's CPU under load), at the next
+        :meth:`_commit`."""
         fetched = [(tp, record) for tp, records in batches.items() for record in records]
         outcomes = await self.process_batch([record for _, record in fetched])
         done: dict[Any, int] = {}
@@ -378,16 +392,30 @@ class EventConsumer:
                 done[tp] = record.offset
         if not done:
             return
-        try:
-            await consumer.commit({tp: offset + 1 for tp, offset in done.items()})
-        except Exception as exc:  # e.g. revoked in a rebalance: redelivery is absorbed
-            log.warning("consumer %s: offset commit failed: %s", self.name, exc)
+        self._uncommitted.update({tp: offset + 1 for tp, offset in done.items()})
+        if asyncio.get_running_loop().time() - self._committed_at >= self._commit_interval:
+            await self._commit(consumer)
         for tp, offset in done.items():
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 self._metrics.lag.labels(self.name, tp.topic, str(tp.partition)).set(
                     max(0, highwater - offset - 1)
                 )
+
+    async def _commit(self, consumer: Any) -> None:
+        """Commit the offsets processed since the last commit, of the partitions this
+        consumer still holds (a rebalance may have taken some: their new owner starts from
+        the last commit, and the inbox absorbs what it redelivers)."""
+        held = consumer.assignment()
+        offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in held}
+        self._uncommitted.clear()
+        self._committed_at = asyncio.get_running_loop().time()
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except Exception as exc:  # e.g. revoked in a rebalance: redelivery is absorbed
+            log.warning("consumer %s: offset commit failed: %s", self.name, exc)
 
     # -- a batch of messages -------------------------------------------------------------
     async def process_batch(self, records: Sequence[ConsumerRecordLike]) -> list[Outcome]:

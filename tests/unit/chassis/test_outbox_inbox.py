@@ -929,3 +929,57 @@ async def test_each_event_of_a_batch_continues_its_own_producer_trace(
         f"{p.trace_id:032x}" for p in producers
     )
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+class OffsetLog:
+    """The parts of aiokafka's consumer that ``_consume`` and ``_commit`` use: which
+    partitions it holds, their high-water marks, and the offset commits it was sent."""
+
+    def __init__(self, *held: str) -> None:
+        self.held = set(held)
+        self.commits: list[dict[str, int]] = []
+
+    def assignment(self) -> set[str]:
+        return self.held
+
+    def highwater(self, _tp: str) -> int | None:
+        return None
+
+    async def commit(self, offsets: dict[str, int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+@pytest.mark.asyncio
+async def test_offsets_are_committed_at_most_once_per_interval_and_when_stopping(
+    maker: Maker,
+) -> None:
+    consumer = consumer_for(maker, {"order.placed": record_effect}, commit_interval=0.3)
+    kafka = OffsetLog("p0", "p1")
+    events = iter(placed(f"o-{i}") for i in itertools.count())
+
+    async def fetch(**offsets: int) -> None:
+        await consumer._consume(
+            kafka, {tp: [record(next(events), offset=o)] for tp, o in offsets.items()}
+        )
+
+    await fetch(p0=0)  # the first fetch: a commit at once
+    await fetch(p0=1, p1=7)  # within the interval: due, not sent
+    await fetch(p1=8)
+    assert kafka.commits == [{"p0": 1}]
+    kafka.held.discard("p0")  # a rebalance took p0 meanwhile: its offset is not sent
+    await asyncio.sleep(0.3)
+    await fetch(p1=9)
+    assert kafka.commits == [{"p0": 1}, {"p1": 10}]
+    await fetch(p1=10)  # due when the consumer stops (or idles)
+    await consumer._commit(kafka)
+    assert kafka.commits[-1] == {"p1": 11}
+    assert len(await effects(maker)) == 6
+
+
+@pytest.mark.asyncio
+async def test_no_commit_interval_commits_every_fetch(maker: Maker) -> None:
+    consumer = consumer_for(maker, {"order.placed": record_effect}, commit_interval=0)
+    kafka = OffsetLog("p0")
+    for offset in range(3):
+        await consumer._consume(kafka, {"p0": [record(placed(f"o-{offset}"), offset=offset)]})
+    assert kafka.commits == [{"p0": 1}, {"p0": 2}, {"p0": 3}]
