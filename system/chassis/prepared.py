@@ -80,8 +80,10 @@ class Rows:
         return self._rows[0] if self._rows else None
 
     def one(self) -> Any:
-        if len(self._rows) != 1:
-            raise exc.NoResultFound if not self._rows else exc.MultipleResultsFound
+        if not self._rows:
+            raise exc.NoResultFound("No row was found when one was required")
+        if len(self._rows) > 1:
+            raise exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
         return self._rows[0]
 
     def scalar(self) -> Any | None:
