@@ -30,7 +30,9 @@ It takes SQLAlchemy's own path (``executor.execute``), and gives the same :class
 Errors are SQLAlchemy's: a DBAPI error is wrapped as ``Connection.execute`` wraps it
 (``IntegrityError``...), and a disconnect invalidates the connection. Cursor event
 listeners (``before_cursor_execute``, ``after_cursor_execute``) still see each statement,
-with no execution context.
+with no execution context; the chassis' own SQL spans are not called (they record
+nothing outside a sampled operation, where this path is not taken), which saved their
+two calls per statement (1.7% of the orders and payments services' samples).
 
 Relies on SQLAlchemy 2.0's compiler (``positiontup``, ``_bind_processors``,
 ``insert_prefetch``, ``_result_columns``); ``pyproject.toml`` pins ``<2.1``.
@@ -264,6 +266,18 @@ def _bound(plan: _Plan, row: Mapping[str, Any]) -> Any:
     return {name: value for (name, _, _), value in zip(plan.binds, values, strict=True)}
 
 
+def _watched(connection: Connection) -> bool:
+    """Whether a cursor listener other than the chassis' SQL spans listens."""
+    if connection._has_events:  # listeners on this connection itself
+        return True
+    engine = connection.engine
+    if not engine._has_events:
+        return False
+    own = sql_spans.listening(engine)
+    dispatch = engine.dispatch
+    return len(dispatch.before_cursor_execute) > own or len(dispatch.after_cursor_execute) > own
+
+
 def _run(
     connection: Connection, plan: _Plan, rows: Sequence[Mapping[str, Any]], many: bool
 ) -> Rows:
@@ -271,7 +285,7 @@ def _run(
     dbapi_connection = connection.connection.dbapi_connection
     if dbapi_connection is None:
         raise exc.ResourceClosedError("the connection is closed")
-    events = connection._has_events or connection.engine._has_events
+    events = _watched(connection)
     cursor = dbapi_connection.cursor()
     try:
         if events:

@@ -20,6 +20,7 @@ gateway samples.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,16 @@ TRACER_NAME = "system.chassis.sql_spans"
 _SPAN = "_chassis_sql_span"
 """The execution context's attribute holding its statement's span."""
 _VENDORS = {"postgresql": "postgresql", "sqlite": "sqlite", "mysql": "mysql"}
+
+
+_LISTENING: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
+"""How many :class:`StatementSpans` listen to each engine."""
+
+
+def listening(engine: Engine) -> int:
+    """How many of the engine's cursor listeners are :class:`StatementSpans`' (each has one
+    ``before_cursor_execute`` and one ``after_cursor_execute``)."""
+    return _LISTENING.get(engine, 0)
 
 
 def recording() -> bool:
@@ -63,11 +74,13 @@ class StatementSpans:
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
         event.listen(engine, "handle_error", self._failed)
+        _LISTENING[engine] = _LISTENING.get(engine, 0) + 1
 
     def remove(self) -> None:
         event.remove(self._engine, "before_cursor_execute", self._before)
         event.remove(self._engine, "after_cursor_execute", self._after)
         event.remove(self._engine, "handle_error", self._failed)
+        _LISTENING[self._engine] -= 1
 
     def _name(self, statement: str) -> str:
         words = statement.split(None, 1)

@@ -256,3 +256,21 @@ def test_planned_for_asyncpg() -> None:
     assert plan.positional
     assert {name for name, _, _ in plan.binds} == {"label", "contents", "sent_at", "id", "state"}
     assert {name for name, _ in plan.defaults} == {"id", "state"}
+
+
+async def test_cursor_listeners_are_called_only_for_others_than_the_sql_spans(
+    engine: AsyncEngine,
+) -> None:
+    from system.chassis.prepared import _watched  # noqa: PLC0415
+
+    listeners = trace_statements([engine.sync_engine], TracerProvider())
+    try:
+        async with engine.connect() as conn:
+            assert not await conn.run_sync(_watched)  # the spans record nothing here
+            paths = contexts(engine)  # one more listener
+            assert await conn.run_sync(_watched)
+        await in_transaction(engine, lambda conn: ADD(conn, parcel("a")))
+        assert paths == [None]
+    finally:
+        for listener in listeners:
+            listener.remove()
