@@ -117,7 +117,13 @@ class OutboxMessage(BigIntBase):
             sqlite_where=text("published_at IS NULL"),
             postgresql_where=text("published_at IS NULL"),
         ),
-        Index("ix_outbox_published_at", "published_at"),
+        # the purge's index holds published rows only: staging a row does not touch it
+        Index(
+            "ix_outbox_published_at",
+            "published_at",
+            sqlite_where=text("published_at IS NOT NULL"),
+            postgresql_where=text("published_at IS NOT NULL"),
+        ),
         {"sqlite_autoincrement": True},
     )
 

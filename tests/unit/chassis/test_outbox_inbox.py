@@ -983,3 +983,24 @@ async def test_no_commit_interval_commits_every_fetch(maker: Maker) -> None:
     for offset in range(3):
         await consumer._consume(kafka, {"p0": [record(placed(f"o-{offset}"), offset=offset)]})
     assert kafka.commits == [{"p0": 1}, {"p0": 2}, {"p0": 3}]
+
+
+@pytest.mark.asyncio
+async def test_the_purge_finds_published_rows_by_an_index_that_staging_never_touches(
+    maker: Maker,
+) -> None:
+    async with maker() as session:
+        indexed = await session.scalar(
+            text("SELECT sql FROM sqlite_master WHERE name = 'ix_outbox_published_at'")
+        )
+        plan = (
+            await session.execute(
+                text(
+                    "EXPLAIN QUERY PLAN DELETE FROM outbox"
+                    " WHERE published_at IS NOT NULL AND published_at < :cutoff"
+                ),
+                {"cutoff": "2026-01-01"},
+            )
+        ).all()
+    assert str(indexed).endswith("WHERE published_at IS NOT NULL")
+    assert any("ix_outbox_published_at" in str(row) for row in plan)
