@@ -232,12 +232,18 @@ def test_one_request_is_one_trace_from_gateway_to_database(
         ]
         services = {s["service"] for s in found}
         has_db = any(any(a["key"] == "db.system" for a in s.get("attributes", [])) for s in found)
-        return found if {"gateway", "products"} <= services and has_db else None
+        ids = {s["spanId"] for s in found}
+        roots = [s for s in found if s.get("parentSpanId", "") not in ids]
+        # each process exports its spans in batches of its own: a statement's span may be
+        # in Jaeger before the server span it hangs off, so wait until the trace is whole
+        whole = {"gateway", "products"} <= services and has_db and len(roots) == 1
+        return found if whole else None
 
-    found = poll_until(spans, "gateway, products and database spans in one trace", timeout=30)
+    found = poll_until(
+        spans, "gateway, products and database spans in one connected trace", timeout=30
+    )
     ids = {s["spanId"] for s in found}
     roots = [s for s in found if s.get("parentSpanId", "") not in ids]
-    assert len(roots) == 1, "every span hangs off one root: the trace is connected"
     assert roots[0]["service"] == "gateway"
 
 
