@@ -205,9 +205,9 @@ class Prepared(Generic[S]):
         ):
             raise TypeError(f"{statement}: select columns, not ORM entities, in a Prepared")
         self.statement = statement
-        self._plans: weakref.WeakKeyDictionary[
-            Dialect, dict[tuple[tuple[str, ...], bool], _Plan | None]
-        ] = weakref.WeakKeyDictionary()
+        self._plans: weakref.WeakKeyDictionary[Dialect, dict[_PlanKey, _Plan | None]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         return f"Prepared({self.statement})"
@@ -279,7 +279,7 @@ def _watched(connection: Connection) -> bool:
 
 
 def _run(
-    connection: Connection, plan: _Plan, rows: Sequence[Mapping[str, Any]], many: bool
+    connection: Connection, plan: _Plan, rows: Sequence[Mapping[str, Any]], *, many: bool
 ) -> Rows:
     params = [_bound(plan, row) for row in rows] if many else _bound(plan, rows[0])
     dbapi_connection = connection.connection.dbapi_connection

@@ -82,13 +82,13 @@ _PRODUCTS = table_of(Product)
 
 
 # Built once: a statement built per call costs more than running it.
-_LINES_OF = (
+_SELECT_LINES = (
     select(_LINES.c.product_id, _LINES.c.quantity, _LINES.c.state)
     .where(_LINES.c.order_id == bindparam("the_order"))
     .order_by(_LINES.c.product_id)
 )
-_LINES_OF_FOR_UPDATE = Prepared(_LINES_OF.with_for_update())
-_LINES_OF_NOW = Prepared(_LINES_OF)
+_LINES_OF = Prepared(_SELECT_LINES)
+_LINES_OF_FOR_UPDATE = Prepared(_SELECT_LINES.with_for_update())
 _KNOWN = select(_PRODUCTS.c.id).where(_PRODUCTS.c.id.in_(bindparam("ids", expanding=True)))
 _TAKE = Prepared(
     update(_PRODUCTS)
@@ -135,7 +135,7 @@ async def get_reservation(session: AsyncSession, order_id: str) -> Reservation |
 
 
 def get_reservation_in(session: Executor, order_id: str) -> Reservation | None:
-    rows = _LINES_OF_NOW(session, {"the_order": order_id}).all()
+    rows = _LINES_OF(session, {"the_order": order_id}).all()
     return _reservation(order_id, rows) if rows else None
 
 
