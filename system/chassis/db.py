@@ -30,9 +30,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlalchemy.util import greenlet_spawn
 
-from system.chassis import sqlite_inline
+from system.chassis import greenlets, sqlite_inline
 from system.chassis.prepared import Prepared
 from system.chassis.settings import ServiceSettings
 
@@ -72,9 +71,15 @@ def _sqlite_engine(settings: ServiceSettings, connections: int, *, reader: bool)
     if settings.sqlite_inline:
         path = make_url(settings.database).database or ":memory:"
         creator = sqlite_inline.connect(path, READER_PRAGMAS if reader else SQLITE_PRAGMAS)
-        return create_async_engine(
-            settings.database, async_creator=creator, module=sqlite_inline.DBAPI, **pool
+        engine = create_async_engine(
+            settings.database,
+            async_creator=creator,
+            module=sqlite_inline.DBAPI,
+            pool_reset_on_return=None,  # a transaction still open is rolled back by:
+            **pool,
         )
+        event.listen(engine.sync_engine.pool, "reset", sqlite_inline.rollback_if_open)
+        return engine
     engine = create_async_engine(settings.database, **pool)
     event.listen(
         engine.sync_engine, "connect", _sqlite_reader_pragmas if reader else _sqlite_pragmas
@@ -204,7 +209,7 @@ async def in_transaction(
                 callbacks = connection.info.pop(_AFTER_COMMIT, None) or {}
             return result, callbacks
 
-    result, callbacks = await greenlet_spawn(committed)
+    result, callbacks = await greenlets.spawn(committed)
     for callback in callbacks:
         callback()
     return result

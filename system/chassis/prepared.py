@@ -40,6 +40,7 @@ Relies on SQLAlchemy 2.0's compiler (``positiontup``, ``_bind_processors``,
 
 from __future__ import annotations
 
+import sqlite3
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
-from system.chassis import sql_spans
+from system.chassis import sql_spans, sqlite_inline
 
 S = TypeVar("S", bound=UpdateBase | Select[Any])
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
@@ -278,6 +279,13 @@ def _watched(connection: Connection) -> bool:
     return len(dispatch.before_cursor_execute) > own or len(dispatch.after_cursor_execute) > own
 
 
+def _execute(cursor: Any, sql: str, params: Any, *, many: bool) -> None:
+    if many:
+        cursor.executemany(sql, params)
+    else:
+        cursor.execute(sql, params)
+
+
 def _run(
     connection: Connection, plan: _Plan, rows: Sequence[Mapping[str, Any]], *, many: bool
 ) -> Rows:
@@ -286,16 +294,23 @@ def _run(
     if dbapi_connection is None:
         raise exc.ResourceClosedError("the connection is closed")
     events = _watched(connection)
-    cursor = dbapi_connection.cursor()
+    direct = sqlite_inline.raw(dbapi_connection)
+    cursor: Any = dbapi_connection.cursor() if direct is None else direct.cursor()
     try:
         if events:
             connection.dispatch.before_cursor_execute(
                 connection, cursor, plan.sql, params, None, many
             )
-        if many:
-            cursor.executemany(plan.sql, params)
-        else:
-            cursor.execute(plan.sql, params)
+        try:
+            _execute(cursor, plan.sql, params, many=many)
+        except sqlite3.OperationalError as error:
+            if direct is None or not sqlite_inline.busy(error):
+                raise
+            # another connection holds the lock: the adapter's cursor waits for it
+            # asynchronously (nothing ran: the statement is whole to run again)
+            cursor.close()
+            cursor = dbapi_connection.cursor()
+            _execute(cursor, plan.sql, params, many=many)
         if events:
             connection.dispatch.after_cursor_execute(
                 connection, cursor, plan.sql, params, None, many

@@ -37,6 +37,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.pool import PoolResetState
 from sqlalchemy.util import await_only
 
 BUSY_BUDGET_S = 5.0
@@ -77,12 +78,41 @@ def inline_await(awaitable: Awaitable[T]) -> T:
     return await_only(awaitable)
 
 
+def busy(error: sqlite3.Error) -> bool:
+    """Whether ``error`` is a lock held by another connection (worth waiting for)."""
+    return getattr(error, "sqlite_errorcode", None) in _RETRYABLE
+
+
+def raw(dbapi_connection: Any) -> sqlite3.Connection | None:
+    """The :mod:`sqlite3` connection under a connection of :data:`DBAPI` (what the pool
+    holds), for statements run on it directly; ``None`` for any other connection."""
+    if type(dbapi_connection) is _AdaptedConnection:
+        return dbapi_connection._connection._conn  # type: ignore[no-any-return]
+    return None
+
+
+def rollback_if_open(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    """The pool's ``reset`` listener of an engine made with
+    ``pool_reset_on_return=None``: roll back only a transaction that is still open.
+
+    ``Connection.close()`` already rolls back a transaction it holds, so the pool's
+    unconditional rollback on return was one more trip through the adapter after every
+    commit (~20 µs of CPU per transaction here); this keeps the guarantee (a connection
+    goes back to the pool outside any transaction) for the one case left, a connection
+    returned without its transaction ended."""
+    if state.terminate_only or state.transaction_was_reset:  # closed anyway, or done already
+        return
+    conn = raw(dbapi_connection)
+    if conn is not None and conn.in_transaction:
+        conn.rollback()
+
+
 def _now(call: Callable[[], object], result: T) -> Awaitable[T]:
     """``call()`` at once, then ``result``; a busy database is waited for asynchronously."""
     try:
         call()
     except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", None) not in _RETRYABLE:
+        if not busy(exc):
             raise
         return _waiting(call, result)
     return Ready(result)
@@ -98,9 +128,7 @@ async def _waiting(call: Callable[[], object], result: T) -> T:
             call()
             return result
         except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", None) not in _RETRYABLE:
-                raise
-            if time.monotonic() >= deadline:
+            if not busy(exc) or time.monotonic() >= deadline:
                 raise
 
 

@@ -5,6 +5,8 @@ expanding ``IN``)."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -274,3 +276,32 @@ async def test_cursor_listeners_are_called_only_for_others_than_the_sql_spans(
     finally:
         for listener in listeners:
             listener.remove()
+
+
+async def test_on_sqlite_it_runs_on_sqlite3_and_waits_for_another_connections_lock(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """On the inline SQLite driver the statement goes to :mod:`sqlite3` itself; when
+    another connection (another replica) holds the write lock it is run again through
+    the driver's adapter, which waits for the lock without blocking the loop."""
+    cursors: list[type] = []
+
+    def record(_conn: Any, cursor: Any, *_: Any) -> None:
+        cursors.append(type(cursor))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    await in_transaction(engine, lambda conn: ADD(conn, parcel("a")))
+    assert cursors == [sqlite3.Cursor]
+
+    other = sqlite3.connect(tmp_path / "db.db", isolation_level=None)  # another replica
+    other.execute("BEGIN IMMEDIATE")
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.1, other.execute, "COMMIT")
+    try:
+        began = loop.time()
+        await in_transaction(engine, lambda conn: ADD(conn, parcel("b")))
+        assert loop.time() - began >= 0.09  # it waited for the lock, and then wrote
+    finally:
+        other.close()
+    labels = await in_transaction(engine, lambda conn: list(conn.scalars(select(PARCELS.c.label))))
+    assert sorted(labels) == ["a", "b"]

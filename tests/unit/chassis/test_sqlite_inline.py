@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from system.chassis import sqlite_inline
+from system.chassis import greenlets, sqlite_inline
 from system.chassis.db import InPlaceSession, create_engine, create_reader, in_transaction
 from system.chassis.settings import ServiceSettings
 
@@ -154,5 +154,33 @@ async def test_an_async_sessions_statements_take_results_in_place(
         async with maker() as session:
             assert (await session.scalars(text("SELECT v FROM t"))).all() == ["b"]
         assert trips == []
+    finally:
+        await writer.dispose()
+
+
+async def test_a_connection_returned_inside_a_transaction_is_rolled_back(tmp_path: Path) -> None:
+    """The pool no longer rolls back every connection it gets back (``Connection.close()``
+    does when a transaction is open); a connection returned with its transaction still
+    open is rolled back all the same, and one returned after a commit keeps the commit."""
+    writer = create_engine(settings(tmp_path))
+    async with writer.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+
+    def left_open() -> None:
+        fairy = writer.sync_engine.raw_connection()  # the pool's connection, no Connection
+        cursor = fairy.cursor()
+        cursor.execute("INSERT INTO t (v) VALUES ('left open')")  # the driver begins
+        assert sqlite_inline.raw(fairy.dbapi_connection).in_transaction  # type: ignore[union-attr]
+        fairy.close()  # back to the pool, the transaction still open
+
+    def committed(connection: Connection) -> None:
+        connection.execute(text("INSERT INTO t (v) VALUES ('committed')"))
+
+    try:
+        await greenlets.spawn(left_open)
+        await in_transaction(writer, committed)
+        async with writer.connect() as conn:
+            rows = (await conn.execute(text("SELECT v FROM t"))).scalars().all()
+        assert rows == ["committed"]
     finally:
         await writer.dispose()
