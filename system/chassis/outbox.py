@@ -315,12 +315,14 @@ _ROW_COLUMNS = tuple(
     )
 )
 # Built once: a statement built per cycle costs more than running it.
-_COUNT_UNPUBLISHED = select(func.count()).where(_OUTBOX.c.published_at.is_(None))
-_MARK_PUBLISHED = update(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+_COUNT_UNPUBLISHED = Prepared(select(func.count()).where(_OUTBOX.c.published_at.is_(None)))
+_MARK_PUBLISHED = Prepared(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("the_id")))
+"""One parameter set per row (an expanding ``IN`` would be rendered again every cycle, on
+SQLAlchemy's path)."""
 
 
 def _mark(session: Connection, ids: list[Any], now: datetime) -> None:
-    session.execute(_MARK_PUBLISHED, {"ids": ids, "published_at": now})
+    _MARK_PUBLISHED(session, [{"the_id": row_id, "published_at": now} for row_id in ids])
 
 
 _CLOSE_GRACE = 2.0
@@ -430,7 +432,7 @@ class OutboxRelay:
         there, twice a cycle with the mark); only marking rows needs the writer."""
         self._factory = kafka_producer_factory(producer) if isinstance(producer, str) else producer
         self._batch = batch
-        self._unpublished = (
+        self._unpublished = Prepared(
             select(*_ROW_COLUMNS)
             .where(_OUTBOX.c.published_at.is_(None))
             .order_by(_OUTBOX.c.id)
@@ -670,10 +672,10 @@ class OutboxRelay:
 
     def _unpublished_rows(self, session: Connection) -> tuple[list[Any], int]:
         """The next batch of rows to publish, and how many are waiting in all."""
-        rows = list(session.execute(self._unpublished).all())
+        rows = self._unpublished(session).all()
         pending = len(rows)
         if pending == self._batch:
-            pending = int(session.execute(_COUNT_UNPUBLISHED).scalar_one())
+            pending = int(_COUNT_UNPUBLISHED(session).scalar_one())
         return rows, pending
 
     async def _publish(self, producer: Producer, rows: Sequence[Any]) -> list[Any]:
