@@ -74,39 +74,38 @@ class OrderState:
 def apply(state: OrderState, event: DomainEvent) -> OrderState:
     """The next state; raises :class:`InvalidTransition` for an event that cannot follow."""
     d, t = event.data, event.type
-    nxt: OrderState
+    changes: dict[str, Any]  # one ``replace`` per event (each copies every field)
     if t == "placed" and state.status is None:
-        nxt = replace(
-            state,
-            status=Status.PLACED,
-            user_id=d["user_id"],
-            items=tuple(d["items"]),
-            total_cents=d["total_cents"],
-            card_token=d["card_token"],
-            trace=dict(d.get("trace", {})),
-            placed_at=event.occurred_at,
-        )
+        changes = {
+            "status": Status.PLACED,
+            "user_id": d["user_id"],
+            "items": tuple(d["items"]),
+            "total_cents": d["total_cents"],
+            "card_token": d["card_token"],
+            "trace": dict(d.get("trace", {})),
+            "placed_at": event.occurred_at,
+        }
     elif t == "stock_reserved" and state.status is Status.PLACED:
-        nxt = replace(state, status=Status.RESERVED)
+        changes = {"status": Status.RESERVED}
     elif t == "payment_authorized" and state.status is Status.RESERVED:
-        nxt = replace(state, status=Status.AUTHORIZED, payment_id=d["payment_id"])
+        changes = {"status": Status.AUTHORIZED, "payment_id": d["payment_id"]}
     elif t == "confirmed" and state.status is Status.AUTHORIZED:
-        nxt = replace(state, status=Status.CONFIRMED)
+        changes = {"status": Status.CONFIRMED}
     elif t == "compensation_started" and state.status in (
         Status.PLACED,
         Status.RESERVED,
         Status.AUTHORIZED,
     ):
-        nxt = replace(state, status=Status.CANCELLING, reason=d["reason"], failed_step=d["step"])
+        changes = {"status": Status.CANCELLING, "reason": d["reason"], "failed_step": d["step"]}
     elif t == "stock_released" and state.status is Status.CANCELLING:
-        nxt = replace(state, released=True)
+        changes = {"released": True}
     elif t == "payment_voided" and state.status is Status.CANCELLING:
-        nxt = replace(state, voided=True)
+        changes = {"voided": True}
     elif t == "cancelled" and state.status is Status.CANCELLING:
-        nxt = replace(state, status=Status.CANCELLED)
+        changes = {"status": Status.CANCELLED}
     else:
         raise InvalidTransition(f"{t} cannot follow {state.status} (order {state.order_id})")
-    return replace(nxt, version=state.version + 1, updated_at=event.occurred_at)
+    return replace(state, **changes, version=state.version + 1, updated_at=event.occurred_at)
 
 
 def fold(order_id: str, events: list[DomainEvent]) -> OrderState:

@@ -161,9 +161,9 @@ class SagaDriver:
         True when the final append also released the lease (a transaction fewer)."""
         backoff = 0.1
         pending: list[DomainEvent] = []
+        ahead = state  # ``state`` with ``pending`` applied
         appended = False
         while True:
-            ahead = _ahead(state, pending)
             action = next_action(ahead)
             if action is None:
                 return appended and state.status in TERMINAL
@@ -178,7 +178,7 @@ class SagaDriver:
                 if isinstance(outcome, Retry) and action in FORWARD and self._overdue(ahead):
                     outcome = Failed(f"{action.value}_timeout")
                 if not isinstance(outcome, Retry):
-                    pending += (
+                    events = (
                         outcome.events
                         if isinstance(outcome, Done)
                         else [
@@ -187,8 +187,10 @@ class SagaDriver:
                             )
                         ]
                     )
-                    if next_action(_ahead(state, pending)) not in LOCAL:
-                        state = await self._commit(state, pending, lease)
+                    pending += events
+                    ahead = _ahead(ahead, events)
+                    if next_action(ahead) not in LOCAL:
+                        state = ahead = await self._commit(state, pending, lease)
                         pending, appended = [], True
             if isinstance(outcome, Retry):
                 log.warning(
