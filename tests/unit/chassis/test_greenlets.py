@@ -13,6 +13,7 @@ from greenlet import getcurrent, greenlet
 from sqlalchemy.util import await_only
 
 from system.chassis import greenlets
+from tests.unit.chassis.conftest import Ticks
 
 WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 
@@ -36,29 +37,19 @@ async def test_returns_and_raises_what_the_function_does_and_reuses_its_greenlet
     assert (await greenlets.spawn(where, 1))[1] is ran_in  # the same greenlet, again
 
 
-async def test_waits_through_the_loop_and_concurrent_calls_get_greenlets_of_their_own() -> None:
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.001)
-
+async def test_waits_through_the_loop_and_concurrent_calls_get_greenlets_of_their_own(
+    loop_ticks: Ticks,
+) -> None:
     def waits(label: str) -> tuple[str, greenlet]:
         await_only(asyncio.sleep(0.05))
         return label, getcurrent()
 
-    ticker = asyncio.create_task(tick())
-    try:
-        (a, ga), (b, gb) = await asyncio.gather(
-            greenlets.spawn(waits, "a"), greenlets.spawn(waits, "b")
-        )
-    finally:
-        ticker.cancel()
+    (a, ga), (b, gb) = await asyncio.gather(
+        greenlets.spawn(waits, "a"), greenlets.spawn(waits, "b")
+    )
     assert (a, b) == ("a", "b")
     assert ga is not gb
-    assert ticks >= 10  # the loop ran while both waited
+    assert loop_ticks.count >= 10  # the loop ran while both waited
 
 
 async def test_the_function_sees_the_calling_tasks_context() -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from system.chassis import greenlets, sqlite_inline
 from system.chassis.db import InPlaceSession, create_engine, create_reader, in_transaction
 from system.chassis.settings import ServiceSettings
+from tests.unit.chassis.conftest import Ticks
 
 
 def settings(tmp_path: Path) -> ServiceSettings:
@@ -41,32 +42,26 @@ async def test_statements_run_and_commit_through_sqlalchemy(tmp_path: Path) -> N
         await reader.dispose()
 
 
-async def test_a_held_lock_is_waited_for_without_blocking_the_loop(tmp_path: Path) -> None:
+async def test_a_held_lock_is_waited_for_without_blocking_the_loop(
+    tmp_path: Path, loop_ticks: Ticks
+) -> None:
     writer = create_engine(settings(tmp_path))
     async with writer.begin() as conn:
         await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
     other = sqlite3.connect(tmp_path / "inline.db", isolation_level=None)  # another replica
     other.execute("BEGIN IMMEDIATE")
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.005)
 
     async def let_go() -> None:
         await asyncio.sleep(0.2)
         other.execute("COMMIT")
 
-    ticker, releaser = asyncio.create_task(tick()), asyncio.create_task(let_go())
+    releaser = asyncio.create_task(let_go())
     try:
         async with writer.begin() as conn:
             await conn.execute(text("INSERT INTO t DEFAULT VALUES"))
         assert releaser.done()
-        assert ticks >= 10  # the loop ran while the insert waited
+        assert loop_ticks.count >= 10  # the loop ran while the insert waited
     finally:
-        ticker.cancel()
         other.close()
         await writer.dispose()
 

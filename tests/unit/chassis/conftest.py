@@ -1,0 +1,30 @@
+"""Fixtures of the chassis' unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass
+class Ticks:
+    count: int = 0
+
+
+@pytest.fixture
+async def loop_ticks() -> AsyncIterator[Ticks]:
+    """How many times a task sleeping 1 ms at a time ran while the test did: a wait that
+    blocked the event loop would leave it at (nearly) nothing."""
+    ticks = Ticks()
+
+    async def tick() -> None:
+        while True:
+            ticks.count += 1
+            await asyncio.sleep(0.001)
+
+    ticker = asyncio.create_task(tick())
+    yield ticks
+    ticker.cancel()
