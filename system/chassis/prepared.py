@@ -11,7 +11,11 @@ A :class:`Prepared` statement (module level, built once) is compiled once per di
 and set of parameter names, the way ``Connection.execute`` compiles it, and then run as
 ``cursor.execute(sql, parameters)`` on the connection's DBAPI cursor, with the same bind
 and result processing (the types' own processors) and the same Python-side column
-defaults. Calling it returns :class:`Rows` whichever path ran.
+defaults. Calling it returns :class:`Rows` whichever path ran. On the inline SQLite
+driver (``system.chassis.sqlite_inline``) the cursor is :mod:`sqlite3`'s own, not the
+driver adapter's (a cursor object, a close and four result hand-offs fewer per
+statement); a statement refused because another connection holds the lock is run again
+on the adapter's cursor, which waits for the lock asynchronously.
 
 On an ORM ``Session`` (``AsyncSession.run_sync``, an event consumer's transaction) it
 runs on the session's connection (``Session.connection()``): the statements are Core
