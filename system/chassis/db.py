@@ -186,9 +186,11 @@ async def in_transaction(
     cancellation), two more turns of the event loop. And the ORM ``Session`` itself
     (its construction, its transaction's state machine, ``Session.execute`` routing each
     statement) cost more than a Core statement on its connection. A one-statement
-    transaction takes 79 µs of CPU here (SQLite's results taken in place, see
+    transaction took 79 µs of CPU here (SQLite's results taken in place, see
     ``sqlite_inline``), against 142 µs for a synchronous ``Session`` in one greenlet and
-    ~195 µs for an ``AsyncSession`` (``benchmarks/transaction_cost.py``). So ``work`` gets
+    ~195 µs for an ``AsyncSession`` (``benchmarks/transaction_cost.py``; on the twelfth
+    session's slower machine, on a reused greenlet (``greenlets.spawn``): 100, 216 and
+    367 µs, bare ``sqlite3`` 19). So ``work`` gets
     Core's API (``execute``, ``scalars``, ``scalar``: statements, no unit of work) and
     :func:`after_commit` for what must follow the commit.
 

@@ -16,6 +16,8 @@ a greenlet of ``greenlet_spawn``, and runs ``fn`` in the caller's ``contextvars`
 context (the task's: the current span, ``sql_spans``' operation). An exception thrown in
 while ``fn`` waits (the awaiting task cancelled) is thrown into ``fn``, as
 ``greenlet_spawn`` does, so its ``with`` blocks roll back; the greenlet is reused after.
+Attributes set on the greenlet itself outlive the call: ``sqlite_inline``'s in-place mark
+does, which is why only ``in_transaction`` (which sets it on every run) uses :func:`spawn`.
 """
 
 from __future__ import annotations
@@ -56,21 +58,20 @@ class _Worker(greenlet):
             fn, args, kwargs = self.parent.switch(_FINISHED)  # type: ignore[union-attr]
 
 
-_local = threading.local()
+class _Idle(threading.local):
+    """This thread's finished greenlets (a worker's parent is a greenlet of its thread)."""
+
+    def __init__(self) -> None:
+        self.workers: list[_Worker] = []
 
 
-def _idle() -> list[_Worker]:
-    try:
-        return _local.idle  # type: ignore[no-any-return]
-    except AttributeError:
-        _local.idle = []
-        return _local.idle  # type: ignore[no-any-return]
+_idle = _Idle()
 
 
 async def spawn(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """``await spawn(fn, ...)``: ``sqlalchemy.util.greenlet_spawn(fn, ...)`` on a reused
     greenlet."""
-    idle = _idle()
+    idle = _idle.workers
     driver = getcurrent()
     worker = idle.pop() if idle else _Worker()
     if worker.parent is not driver:  # started from another greenlet of this thread
