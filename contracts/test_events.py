@@ -98,8 +98,9 @@ def consumer(service: str, session_maker: Any) -> EventConsumer:
 
 
 async def _drive(folder: Path) -> dict[str, list[OutboxMessage]]:
-    """One confirmed and one declined order through the real services, then the order
-    outcomes delivered to products and payments: every event type gets staged."""
+    """One confirmed and one declined order through the real services, a product
+    withdrawn, then the order outcomes delivered to products and payments: every event
+    type gets staged."""
     system = build_system(folder)
     async with running(system):
         apps: dict[str, Any] = dict(system.apps)
@@ -134,6 +135,11 @@ async def _drive(folder: Path) -> dict[str, list[OutboxMessage]]:
             assert placed.status_code == 202, placed.text
         async with asyncio.timeout(20):
             await system.apps["orders"].state.saga.idle()
+        gone = await http["products"].post(
+            "/", headers=admin, json={"sku": "EV-2", "name": "g", "price_cents": 300}
+        )
+        withdrawn = await http["products"].delete(f"/{gone.json()['id']}", headers=admin)
+        assert withdrawn.status_code == 204, withdrawn.text
         held = {"order_id": "direct-1", "amount_cents": 700, "card_token": "tok_visa_4242"}
         await http["payments"].post("/authorize", headers=admin, json=held)
         voided = await http["payments"].post("/direct-1/void", headers=admin)

@@ -41,6 +41,8 @@ __all__ = [
     "PaymentAuthorizedV1",
     "PaymentCapturedV1",
     "PaymentVoidedV1",
+    "ProductPricedV1",
+    "ProductWithdrawnV1",
     "StockCommittedV1",
     "StockItem",
     "StockReleasedV1",
@@ -121,6 +123,7 @@ TOPICS: Mapping[str, str] = {
     "order": "orders.events",
     "payment": "payments.events",
     "stock": "products.events",
+    "product": "products.catalog",
 }
 """Event family (``type`` up to the first dot) → Kafka topic."""
 
@@ -227,6 +230,23 @@ class StockReleasedV1(_StockV1, frozen=True, kw_only=True):
 @registered("stock.committed", 1, key="order_id")
 class StockCommittedV1(_StockV1, frozen=True, kw_only=True):
     pass
+
+
+@registered("product.priced", 1, key="product_id")
+class ProductPricedV1(EventPayload, frozen=True, kw_only=True):
+    """A product's price as the catalog has it now: sent when the product is created and
+    whenever its price changes. The latest per product is the price (the topic is
+    compacted: a new consumer reads one event per product)."""
+
+    product_id: NonEmpty
+    price_cents: Cents
+
+
+@registered("product.withdrawn", 1, key="product_id")
+class ProductWithdrawnV1(EventPayload, frozen=True, kw_only=True):
+    """The product left the catalog: nobody can order it any more."""
+
+    product_id: NonEmpty
 
 
 EVENT_TYPES: Mapping[tuple[str, int], type[EventPayload]] = _PAYLOADS

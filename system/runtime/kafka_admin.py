@@ -71,7 +71,15 @@ def create_topics(bootstrap: str, topics: Sequence[TopicDef]) -> Hook:
             existing = set(await admin.list_topics())
             missing = [t for t in topics if t.name not in existing]
             if missing:
-                new = [NewTopic(t.name, t.partitions, replication_factor=1) for t in missing]
+                new = [
+                    NewTopic(
+                        t.name,
+                        t.partitions,
+                        replication_factor=1,
+                        topic_configs={"cleanup.policy": "compact"} if t.compacted else {},
+                    )
+                    for t in missing
+                ]
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(new)
                 log.info("created topics %s", ", ".join(t.name for t in missing))

@@ -105,6 +105,20 @@ class ServiceDef:
 class TopicDef:
     name: str
     partitions: int = 3
+    compacted: bool = False
+    """Kafka keeps the latest message of each key (``cleanup.policy=compact``) instead of
+    dropping old messages by age: a topic that is a table (the catalog's prices), which a
+    new consumer reads whole from offset 0."""
+
+
+def _topic(name: str, spec: Any) -> TopicDef:
+    """``"name" = 3`` (partitions) or ``"name" = { partitions = 3, compacted = true }``."""
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"partitions", "compacted"}
+        if unknown:
+            raise TopologyError(f"topic {name}: unknown keys {sorted(unknown)}")
+        return TopicDef(name, int(spec.get("partitions", 3)), bool(spec.get("compacted", False)))
+    return TopicDef(name, int(spec))
 
 
 @dataclass(frozen=True)
@@ -266,8 +280,7 @@ def parse_topology(data: Mapping[str, Any]) -> Topology:
             for index, (name, spec) in enumerate(data.get("services", {}).items())
         )
         topics = tuple(
-            TopicDef(name, int(partitions))
-            for name, partitions in data.get("kafka", {}).get("topics", {}).items()
+            _topic(name, spec) for name, spec in data.get("kafka", {}).get("topics", {}).items()
         )
         gateway = GatewayPolicy(**data.get("gateway", {}))
         topology = Topology(

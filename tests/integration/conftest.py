@@ -75,7 +75,8 @@ def stack(
 def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The real system (``system/topology.toml``: users, products x2, payments) on its own
     ports, on SQLite or, with ``HARNESS_DATABASE=postgres``, on PostgreSQL; the state also
-    carries ``data_dir`` (for the seeded admin's password)."""
+    carries ``data_dir`` (for the seeded admin's password) and ``home`` (its
+    ``StackPaths.for_stack("services", home)``, for faults)."""
     home = tmp_path_factory.mktemp("services-home")
     paths = StackPaths.for_stack("services", home)
     topology = home / "topology.toml"  # the real one, with a per-client limit a test can hit
@@ -93,7 +94,7 @@ def service_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     settings = StackSettings(name="services", topology_file=str(topology), database=database)
     settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
     with local_stack(paths, settings) as state:
-        yield {**state, "data_dir": str(paths.data)}
+        yield {**state, "data_dir": str(paths.data), "home": str(home)}
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,23 @@ service that took part, idempotency, a replica killed mid-saga, and one trace pe
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import signal
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from harness.faults import Faults
+from harness.target import local_target
+from system.runtime.paths import StackPaths
+from system.runtime.topology import load_topology
 from tests.conftest import poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.system, pytest.mark.xdist_group("services")]
@@ -193,6 +200,57 @@ def test_a_saga_interrupted_by_sigkill_of_its_replica_finishes_after_the_restart
         ),
         "stock sold once",
     )
+
+
+def catalog_events_seen(service_stack: dict[str, Any]) -> float:
+    """``product.priced`` events orders' consumer has applied (from the replica's own
+    ``/metrics``: Prometheus would add its scrape interval)."""
+    topology = load_topology(Path(service_stack["home"]) / "topology.toml")
+    ports = dataclasses.replace(topology, port_base=service_stack["port_base"]).all_ports()
+    port = ports["orders-1"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "inbox_processed"
+        for sample in family.samples
+        if sample.name == "inbox_processed_total"
+        and sample.labels.get("event_type") == "product.priced"
+    )
+
+
+@pytest.mark.fault
+def test_an_order_is_placed_at_the_latest_price_while_products_is_unreachable(
+    gateway: httpx.Client, admin: dict[str, str], service_stack: dict[str, Any], tmp_path: Path
+) -> None:
+    """orders prices from its copy of the catalog (``product.priced`` on Kafka), so
+    placing an order needs no call to products; the saga's reservation waits for it."""
+    before = catalog_events_seen(service_stack)
+    product = new_product(gateway, admin, stock=2)  # at 1500
+    repriced = gateway.patch(f"/products/{product}", headers=admin, json={"price_cents": 1700})
+    assert repriced.status_code == 200, repriced.text
+    poll_until(
+        lambda: catalog_events_seen(service_stack) >= before + 2,
+        "orders to apply the product's two prices",
+    )
+    paths = StackPaths.for_stack("services", Path(service_stack["home"]))
+    faults = Faults.for_target(
+        local_target(paths, service_stack), seed=20261130, log_path=tmp_path / "faults.jsonl"
+    )
+    try:
+        with faults.edge_abort("products", status=503):
+            placed = place(gateway, admin, product)
+            # a product orders never heard of is priced by asking products: unreachable
+            unknown = place(gateway, admin, str(uuid.uuid4()))
+    finally:
+        faults.close()
+    assert all(r.reverted for r in faults.records), faults.records
+    assert placed.status_code == 202, placed.text
+    assert placed.json()["items"][0]["unit_price_cents"] == 1700
+    assert unknown.status_code == 503, unknown.text
+    order = terminal(gateway, admin, placed.json()["order_id"])  # reserved once reachable
+    assert order["status"] == "CONFIRMED", order
+    assert order["total_cents"] == 1700
 
 
 def test_one_saga_is_one_trace_across_http_and_kafka(

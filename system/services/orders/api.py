@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Collection
 from typing import Annotated, Any
 
 import msgspec
@@ -25,7 +26,7 @@ from system.chassis.paging import Offset
 from system.chassis.prepared import Prepared
 from system.chassis.problems import problem_response, problem_responses
 from system.events.schemas import uuid7
-from system.services.orders import store
+from system.services.orders import catalog, store
 from system.services.orders.aggregate import DomainEvent, OrderState
 from system.services.orders.leases import Lease, SagaLeases
 from system.services.orders.models import IdempotencyKey, OrderView
@@ -138,15 +139,25 @@ def _place(
     return state, lease
 
 
-def _seen(
-    session: Executor, user: Principal, key: str
-) -> tuple[str, str, OrderResource | None] | None:
+Seen = tuple[str, str, OrderResource | None]
+
+
+def _seen(session: Executor, user: Principal, key: str) -> Seen | None:
     """An earlier placement with this Idempotency-Key: its request hash, its order id and
     the order if this user may see it."""
     seen = _SEEN(session, {"the_user": user.user_id, "the_key": key}).first()
     if seen is None:
         return None
     return seen.request_hash, seen.order_id, _visible_in(session, seen.order_id, user)
+
+
+def _lookup(
+    session: Executor, user: Principal, key: str, product_ids: Collection[str]
+) -> tuple[Seen | None, dict[str, int]]:
+    """The placement's one read: an earlier use of its Idempotency-Key, or else the
+    prices orders' copy of the catalog holds for its products."""
+    seen = _seen(session, user, key)
+    return seen, {} if seen is not None else catalog.prices_in(session, product_ids)
 
 
 def _request_hash(body: PlaceOrder) -> str:
@@ -197,10 +208,14 @@ class OrdersController(Controller):
         db: Transactions = request.app.state.transactions
         user = request.user
         digest = _request_hash(data)
+        wanted: dict[str, int] = {}
+        for line in data.items:
+            wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
         # The lookup reads through the reader (on SQLite it never waits for the one writer,
-        # which every saga step and the relay use), and no connection is held while the
-        # order is priced; a concurrent twin is caught by the key's unique constraint.
-        seen = await db.read(_seen, user, idempotency_key)
+        # which every saga step and the relay use), and no connection is held while a
+        # product the catalog's copy lacks is priced by products; a concurrent twin is
+        # caught by the key's unique constraint.
+        seen, known = await db.read(_lookup, user, idempotency_key, wanted)
         if seen is not None:
             request_hash, order_id, view = seen
             if request_hash != digest:
@@ -211,7 +226,7 @@ class OrdersController(Controller):
                 raise NotFoundException(detail=f"no order {order_id}")
             return _accepted(view, settings)
         try:
-            priced = await self._price(data, request)
+            priced = await self._price(wanted, known, request)
         except UpstreamError:
             return problem_response(503, "the catalog is unavailable; nothing was ordered")
         if isinstance(priced, Response):
@@ -245,30 +260,28 @@ class OrdersController(Controller):
         return _accepted(_placed(state), settings)
 
     async def _price(
-        self, data: PlaceOrder, request: Request[Any, Any, Any]
+        self, wanted: dict[str, int], known: dict[str, int], request: Request[Any, Any, Any]
     ) -> list[dict[str, Any]] | Response[Any]:
-        mesh, token = request.app.state.mesh, request.app.state.service_token
-        wanted: dict[str, int] = {}
-        for line in data.items:
-            wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
-        headers = await token.headers()
-        responses = await asyncio.gather(
-            *(mesh.request("products", "GET", f"/{pid}", headers=headers) for pid in wanted)
-        )
-        priced = []
-        for (pid, quantity), response in zip(wanted.items(), responses, strict=True):
-            if response.status_code == 404:
-                return problem_response(422, f"no product {pid}", product_id=pid)
-            if response.status_code != 200:
-                raise UpstreamError("products", f"pricing answered {response.status_code}")
-            priced.append(
-                {
-                    "product_id": pid,
-                    "quantity": quantity,
-                    "unit_price_cents": response.json()["price_cents"],
-                }
+        """The order's lines, priced: from orders' copy of the catalog (``known``), and
+        by asking products for any product the copy lacks."""
+        prices = dict(known)
+        unknown = [pid for pid in wanted if pid not in prices]
+        if unknown:
+            mesh, token = request.app.state.mesh, request.app.state.service_token
+            headers = await token.headers()
+            responses = await asyncio.gather(
+                *(mesh.request("products", "GET", f"/{pid}", headers=headers) for pid in unknown)
             )
-        return priced
+            for pid, response in zip(unknown, responses, strict=True):
+                if response.status_code == 404:
+                    return problem_response(422, f"no product {pid}", product_id=pid)
+                if response.status_code != 200:
+                    raise UpstreamError("products", f"pricing answered {response.status_code}")
+                prices[pid] = response.json()["price_cents"]
+        return [
+            {"product_id": pid, "quantity": quantity, "unit_price_cents": prices[pid]}
+            for pid, quantity in wanted.items()
+        ]
 
     @get("/{order_id:str}", responses=problem_responses(401, 404))
     async def get_order(

@@ -9,6 +9,7 @@ from system.chassis.app import ServiceParts, create_app
 from system.chassis.credentials import ServiceToken
 from system.chassis.settings import load_settings
 from system.services.orders.api import LINKS, OrdersController
+from system.services.orders.consumers import HANDLERS
 from system.services.orders.saga import SagaDriver
 from system.services.orders.settings import OrdersSettings
 
@@ -35,6 +36,7 @@ def build(
         settings,
         ServiceParts(
             route_handlers=[OrdersController],
+            event_handlers=HANDLERS,
             on_startup=[start_saga],
             on_shutdown=[stop_saga],
             links=LINKS,

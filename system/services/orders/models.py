@@ -1,5 +1,5 @@
-"""The orders service's tables: the event store, the read model, idempotency keys, and
-the saga leases."""
+"""The orders service's tables: the event store, the read model, idempotency keys, the
+saga leases, and its copy of the catalog's prices."""
 
 from __future__ import annotations
 
@@ -59,3 +59,14 @@ class SagaLease(UUIDv7Base):
     order_id: Mapped[str] = mapped_column(String(64), unique=True)
     owner: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC, index=True)
+
+
+class CatalogPrice(UUIDv7Base):
+    """The catalog's price of each product, as ``product.priced`` events told it: orders'
+    own copy (event-carried state), so placing an order asks products nothing. A product
+    that is not here yet (or never was) is priced by asking products."""
+
+    __tablename__ = "catalog_price"
+
+    product_id: Mapped[str] = mapped_column(String(64), unique=True)
+    price_cents: Mapped[int] = mapped_column(Integer)

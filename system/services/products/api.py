@@ -24,10 +24,12 @@ from system.chassis.auth import Principal, requires_role
 from system.chassis.db import Executor, Transactions
 from system.chassis.deps import DbSession, ReadSession
 from system.chassis.openapi import Link
-from system.chassis.outbox import stage_in
+from system.chassis.outbox import stage, stage_in
 from system.chassis.paging import Offset
 from system.chassis.problems import problem_responses
 from system.events.schemas import (
+    ProductPricedV1,
+    ProductWithdrawnV1,
     StockCommittedV1,
     StockItem,
     StockReleasedV1,
@@ -111,6 +113,13 @@ class ReservationView(Struct):
     order_id: str
     state: str
     items: list[ReservationItem]
+
+
+async def _publish_price(session: AsyncSession, product: Product) -> None:
+    """``product.priced``, in the transaction that set the price: orders prices from
+    these events (its own copy of the catalog's prices) instead of asking per order."""
+    priced = ProductPricedV1(product_id=str(product.id), price_cents=product.price_cents)
+    await stage(session, new_event(priced))
 
 
 def _view(p: Product) -> ProductView:
@@ -244,6 +253,7 @@ class CatalogController(Controller):
         except IntegrityError:
             await db_session.rollback()
             raise ClientException(status_code=409, detail=f"sku {data.sku} exists") from None
+        await _publish_price(db_session, product)
         return _view(product)
 
     @patch(
@@ -257,11 +267,14 @@ class CatalogController(Controller):
         """Change a product's catalog fields (admin); stock moves only by reservations
         and restocking."""
         product = await _product(db_session, product_id)
+        repriced = data.price_cents is not UNSET and data.price_cents != product.price_cents
         for field in ("name", "description", "category", "price_cents"):
             value = getattr(data, field)
             if value is not UNSET:
                 setattr(product, field, value)
         await db_session.flush()
+        if repriced:
+            await _publish_price(db_session, product)
         return _view(product)
 
     @delete(
@@ -285,6 +298,7 @@ class CatalogController(Controller):
                 status_code=409, detail="the product has reservation history (released orders)"
             )
         await db_session.delete(product)
+        await stage(db_session, new_event(ProductWithdrawnV1(product_id=str(product_id))))
 
     @post(
         "/{product_id:uuid}/restock",

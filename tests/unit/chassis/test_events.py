@@ -24,6 +24,8 @@ from system.events import (
     PaymentAuthorizedV1,
     PaymentCapturedV1,
     PaymentVoidedV1,
+    ProductPricedV1,
+    ProductWithdrawnV1,
     StockCommittedV1,
     StockItem,
     StockReleasedV1,
@@ -67,6 +69,8 @@ SAMPLES: dict[tuple[str, int], EventPayload] = {
     ("stock.reserved", 1): StockReservedV1(order_id="o-1", items=STOCK),
     ("stock.released", 1): StockReleasedV1(order_id="o-1", items=STOCK),
     ("stock.committed", 1): StockCommittedV1(order_id="o-1", items=STOCK),
+    ("product.priced", 1): ProductPricedV1(product_id="p-1", price_cents=1250),
+    ("product.withdrawn", 1): ProductWithdrawnV1(product_id="p-1"),
 }
 
 
@@ -125,8 +129,10 @@ def test_topics_by_family() -> None:
         "order": "orders.events",
         "payment": "payments.events",
         "stock": "products.events",
+        "product": "products.catalog",
     }
     assert topic_for("order.cancelled") == "orders.events"
+    assert topic_for("product.priced") == "products.catalog"
     assert topic_for("stock.reserved") == "products.events"
     with pytest.raises(UnknownEvent, match=r"refund\.issued"):
         topic_for("refund.issued")

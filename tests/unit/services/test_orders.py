@@ -22,6 +22,8 @@ from system.chassis.db import create_engine, in_transaction
 from system.chassis.inprocess import InProcessMesh
 from system.chassis.keys import KeyFiles
 from system.chassis.outbox import OutboxMessage
+from system.events.schemas import EventPayload, ProductPricedV1, ProductWithdrawnV1, new_event
+from system.services.orders.consumers import HANDLERS
 from system.services.orders.leases import SagaLeases
 from system.services.orders.models import OrderView, SagaLease
 from system.services.orders.saga import _ORPHANS, _orphans_in
@@ -100,6 +102,41 @@ async def product(world: World, admin: dict[str, str], stock: int, price: int = 
 async def levels(world: World, admin: dict[str, str], pid: str) -> dict[str, int]:
     stock: dict[str, int] = (await world.products.get(f"/{pid}", headers=admin)).json()["stock"]
     return stock
+
+
+async def tell_orders(world: World, payload: EventPayload) -> None:
+    """Deliver a catalog event to orders' handlers, as its consumer would."""
+    event = new_event(payload)
+    async with world.orders.state.events.session_maker() as session, session.begin():
+        await HANDLERS[event.type](session, event)
+
+
+async def test_orders_prices_from_its_copy_of_the_catalog_and_asks_products_for_the_rest(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth(user_id="cust-1")
+        known, unknown = await product(world, admin, 5, 1250), await product(world, admin, 5, 700)
+        await tell_orders(world, ProductPricedV1(product_id=known, price_cents=1100))
+        await tell_orders(world, ProductPricedV1(product_id=known, price_cents=900))  # repriced
+        world.mesh.down.add(f"products/{known}")  # pricing it by asking would fail
+        lines = [{"product_id": known, "quantity": 2}, {"product_id": unknown, "quantity": 1}]
+        placed = await world.place(customer, lines)
+        assert placed.status_code == 202, placed.text
+        assert [i["unit_price_cents"] for i in placed.json()["items"]] == [900, 700]
+        assert placed.json()["total_cents"] == 2 * 900 + 700
+        await world.settle()
+        order = (await world.http.get(f"/{placed.json()['order_id']}", headers=customer)).json()
+        assert order["status"] == "CONFIRMED"
+
+        await tell_orders(world, ProductWithdrawnV1(product_id=known))  # forgotten: ask again
+        again = await world.place(customer, lines, key="key-00000002")
+        assert again.status_code == 503, again.text
+        assert again.headers["content-type"] == "application/problem+json"
+        world.mesh.down.clear()
+        priced = await world.place(customer, lines, key="key-00000003")
+        assert [i["unit_price_cents"] for i in priced.json()["items"]] == [1250, 700]
+        await world.settle()
 
 
 async def test_an_order_is_confirmed_through_reserve_and_authorize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -78,6 +79,29 @@ async def test_only_admins_write_the_catalog(
     assert (await client.get("/")).status_code == 401, "reads need a token too"
 
 
+async def test_the_catalog_announces_each_price_and_each_withdrawal(
+    client: Client, auth: Callable[..., dict[str, str]]
+) -> None:
+    admin = auth("admin")
+    product = await new_product(client, admin, price_cents=1999)
+    pid = product["id"]
+    for change in ({"name": "renamed"}, {"price_cents": 1999}, {"price_cents": 2500}):
+        assert (await client.patch(f"/{pid}", json=change, headers=admin)).status_code == 200
+    refused = await client.patch(f"/{pid}", json={"price_cents": -1}, headers=admin)
+    assert refused.status_code == 400
+    assert (await client.delete(f"/{pid}", headers=admin)).status_code == 204
+    async with client.app.state.events.session_maker() as session:
+        rows = (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+    staged = [(r.event_type, json.loads(r.payload)["data"]) for r in rows]
+    assert staged == [  # created, repriced (not renamed, nor "changed" to the same price)
+        ("product.priced", {"product_id": pid, "price_cents": 1999}),
+        ("product.priced", {"product_id": pid, "price_cents": 2500}),
+        ("product.withdrawn", {"product_id": pid}),
+    ]
+    assert {r.topic for r in rows} == {"products.catalog"}
+    assert {r.key for r in rows} == {pid}  # one partition: a product's events stay in order
+
+
 async def test_duplicate_skus_and_bad_bodies_are_4xx_problems(
     client: Client, auth: Callable[..., dict[str, str]]
 ) -> None:
@@ -140,7 +164,7 @@ async def test_a_reservation_is_idempotent_by_order(
     assert other.status_code == 409
     async with client.app.state.events.session_maker() as session:
         staged = (await session.scalars(select(OutboxMessage.event_type))).all()
-    assert staged == ["stock.reserved"]  # the repeat announced nothing new
+    assert staged == ["product.priced", "stock.reserved"]  # the repeat announced nothing new
 
 
 async def test_concurrent_orders_for_the_last_unit_get_it_once(
@@ -210,7 +234,13 @@ async def test_release_and_commit_settle_once_and_never_contradict(
             r.event_type
             for r in (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
         ]
-    assert kinds == ["stock.reserved", "stock.reserved", "stock.committed", "stock.released"]
+    assert kinds == [
+        "product.priced",
+        "stock.reserved",
+        "stock.reserved",
+        "stock.committed",
+        "stock.released",
+    ]
 
 
 async def test_order_events_settle_reservations(
