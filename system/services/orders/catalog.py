@@ -26,10 +26,8 @@ from system.events.schemas import Event
 from system.services.orders.models import CatalogPrice
 
 _PRICES = table_of(CatalogPrice)
-_PRICE_OF = Prepared(
-    select(_PRICES.c.product_id, _PRICES.c.price_cents).where(
-        _PRICES.c.product_id.in_(bindparam("ids", expanding=True))
-    )
+_PRICE_OF = Prepared(  # one product per statement: an expanding IN is compiled per call
+    select(_PRICES.c.price_cents).where(_PRICES.c.product_id == bindparam("the_product"))
 )
 _FORGET = Prepared(delete(_PRICES).where(_PRICES.c.product_id == bindparam("the_product")))
 _REMEMBER = Prepared(insert(_PRICES))
@@ -37,8 +35,12 @@ _REMEMBER = Prepared(insert(_PRICES))
 
 def prices_in(session: Executor, product_ids: Collection[str]) -> dict[str, int]:
     """The known prices of ``product_ids`` (the unknown ones are missing)."""
-    rows = _PRICE_OF(session, {"ids": list(product_ids)}).all()
-    return {row.product_id: row.price_cents for row in rows}
+    prices = {}
+    for product_id in product_ids:
+        price = _PRICE_OF(session, {"the_product": product_id}).scalar()
+        if price is not None:
+            prices[product_id] = price
+    return prices
 
 
 def _priced(session: Executor, product_id: str, price_cents: int) -> None:
