@@ -114,7 +114,10 @@ def events_only_topology(folder: Path) -> Path:
     services: a stack of Kafka and Toxiproxy only (with ``without=("envoy", "prometheus",
     "jaeger")``), for code that produces and consumes events itself."""
     lines = ["port_base = 30000", "[kafka.topics]"]
-    lines += [f'"{t.name}" = {t.partitions}' for t in load_topology().topics]
+    lines += [
+        f'"{t.name}" = {{ partitions = {t.partitions}, compacted = {str(t.compacted).lower()} }}'
+        for t in load_topology().topics
+    ]
     path = folder / "topology.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

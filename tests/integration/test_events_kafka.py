@@ -20,6 +20,8 @@ import httpx
 import pytest
 from advanced_alchemy.base import orm_registry
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -358,3 +360,23 @@ async def test_the_relay_survives_kafka_cut_off_mid_flight(
         finally:
             await relay.stop()
         await assert_published_in_order(bootstrap, orders, keys, staged)
+
+
+async def test_the_catalog_topic_is_compacted_and_the_event_topics_are_not(bootstrap: str) -> None:
+    """``products.catalog`` is a table (the latest price per product); a log compacted
+    by mistake would lose order events."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = ("products.catalog", "orders.events")
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+        )
+    finally:
+        await admin.close()
+    policies = {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}["cleanup.policy"]
+        for response in responses
+        for resource in response.resources
+    }
+    assert policies == {"products.catalog": "compact", "orders.events": "delete"}

@@ -78,6 +78,7 @@ def test_new_ports_come_last_so_existing_offsets_stay() -> None:
         ({"services": {"Bad-Name": {}}}, "service name 'Bad-Name'"),
         ({"services": {"a": {"calls": ["ghost"]}}}, "calls names unknown 'ghost'"),
         ({"kafka": {"topics": {"x": 0}}}, "topic 'x'"),
+        ({"kafka": {"topics": {"x": {"partitions": 3, "compact": True}}}}, r"x: unknown keys"),
         ({"services": {"a": {"replicas": "two"}}}, "topology is malformed"),
     ],
 )
@@ -89,6 +90,16 @@ def test_bad_topologies_are_refused_with_the_field_named(data: dict, message: st
 def test_the_default_topology_file_loads() -> None:
     topology = load_topology()
     assert {t.name for t in topology.topics} >= {"orders.events", "users.events"}
+    # the catalog's prices are a table: Kafka keeps the latest per product
+    assert {t.name for t in topology.topics if t.compacted} == {"products.catalog"}
+
+
+def test_a_topic_is_a_partition_count_or_a_table_of_settings() -> None:
+    topics = parse_topology({"kafka": {"topics": {"log": 6, "table": {"compacted": True}}}}).topics
+    assert [(t.name, t.partitions, t.compacted) for t in topics] == [
+        ("log", 6, False),
+        ("table", 3, True),
+    ]
 
 
 def test_a_missing_or_broken_file_names_the_file(tmp_path: Path) -> None:

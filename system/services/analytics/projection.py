@@ -31,7 +31,8 @@ COUNTED = (
     "stock.released",
     "stock.committed",
 )
-"""The event types the projection counts (every type of the four topics)."""
+"""The event types the projection counts: every type of the four event topics (not the
+catalog's prices on ``products.catalog``: state, not activity)."""
 
 AMOUNTS = {
     "order.placed": "total_cents",
