@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import uvloop
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -430,8 +431,12 @@ def measure(args: argparse.Namespace, rate: float) -> dict[str, float]:
         )
         settings = StackSettings(**{**settings.__dict__, "port_base": free_port_base(settings)})
         paths = StackPaths.for_stack("saga", home)
-        with local_stack(paths, settings) as state:
-            return asyncio.run(
+        # the load generator on uvloop, as the services are: it shares the two cores
+        with (
+            local_stack(paths, settings) as state,
+            asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+        ):
+            return runner.run(
                 run(
                     state,
                     paths.data,
