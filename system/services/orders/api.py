@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
@@ -151,13 +152,47 @@ def _seen(session: Executor, user: Principal, key: str) -> Seen | None:
     return seen.request_hash, seen.order_id, _visible_in(session, seen.order_id, user)
 
 
-def _lookup(
-    session: Executor, user: Principal, key: str, product_ids: Collection[str]
-) -> tuple[Seen | None, dict[str, int]]:
-    """The placement's one read: an earlier use of its Idempotency-Key, or else the
-    prices orders' copy of the catalog holds for its products."""
+Placing = Callable[[dict[str, int]], tuple[DomainEvent, dict[str, str]]]
+"""The order's ``placed`` event and its Idempotency-Key row, from the lines' prices."""
+
+
+@dataclass(frozen=True)
+class _FromCopy:
+    """What :func:`_place_from_copy` did: found the key used before (``seen``), placed
+    the order (``made``), or neither, with the prices the copy does hold (``known``)."""
+
+    seen: Seen | None = None
+    made: tuple[OrderState, Lease] | None = None
+    known: dict[str, int] = field(default_factory=dict)
+
+
+def _place_from_copy(
+    session: Executor,
+    leases: SagaLeases,
+    user: Principal,
+    key: str,
+    wanted: Collection[str],
+    placing: Placing,
+) -> _FromCopy:
+    """The whole placement in one transaction when orders' copy of the catalog prices
+    every line (the usual case): an earlier use of the Idempotency-Key, or else the
+    placing transaction. Neither when a product is missing from the copy: nothing is
+    written, and the caller asks products for the missing prices, holding no
+    connection."""
     seen = _seen(session, user, key)
-    return seen, {} if seen is not None else catalog.prices_in(session, product_ids)
+    if seen is not None:
+        return _FromCopy(seen=seen)
+    prices = catalog.prices_in(session, wanted)
+    if len(prices) < len(wanted):
+        return _FromCopy(known=prices)
+    return _FromCopy(made=_place(session, leases, *placing(prices)))
+
+
+def _lines(wanted: dict[str, int], prices: dict[str, int]) -> list[dict[str, Any]]:
+    return [
+        {"product_id": pid, "quantity": quantity, "unit_price_cents": prices[pid]}
+        for pid, quantity in wanted.items()
+    ]
 
 
 def _request_hash(body: PlaceOrder) -> str:
@@ -211,77 +246,83 @@ class OrdersController(Controller):
         wanted: dict[str, int] = {}
         for line in data.items:
             wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
-        # The lookup reads through the reader (on SQLite it never waits for the one writer,
-        # which every saga step and the relay use), and no connection is held while a
-        # product the catalog's copy lacks is priced by products; a concurrent twin is
-        # caught by the key's unique constraint.
-        seen, known = await db.read(_lookup, user, idempotency_key, wanted)
-        if seen is not None:
-            request_hash, order_id, view = seen
-            if request_hash != digest:
-                raise ClientException(
-                    status_code=409, detail="this Idempotency-Key was used for another order"
-                )
-            if view is None:
-                raise NotFoundException(detail=f"no order {order_id}")
-            return _accepted(view, settings)
-        try:
-            priced = await self._price(wanted, known, request)
-        except UpstreamError:
-            return problem_response(503, "the catalog is unavailable; nothing was ordered")
-        if isinstance(priced, Response):
-            return priced
         order_id = str(uuid7())
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        placed = store.event(
-            "placed",
-            user_id=user.user_id,
-            items=priced,
-            total_cents=sum(i["quantity"] * i["unit_price_cents"] for i in priced),
-            card_token=data.card_token,
-            trace=carrier,
-        )
+
+        def placing(prices: dict[str, int]) -> tuple[DomainEvent, dict[str, str]]:
+            lines = _lines(wanted, prices)
+            placed = store.event(
+                "placed",
+                user_id=user.user_id,
+                items=lines,
+                total_cents=sum(i["quantity"] * i["unit_price_cents"] for i in lines),
+                card_token=data.card_token,
+                trace=carrier,
+            )
+            key_row = {
+                "user_id": user.user_id,
+                "key": idempotency_key,
+                "request_hash": digest,
+                "order_id": order_id,
+            }
+            return placed, key_row
+
         saga = request.app.state.saga
-        key = {
-            "user_id": user.user_id,
-            "key": idempotency_key,
-            "request_hash": digest,
-            "order_id": order_id,
-        }
         try:
-            state, lease = await db.write(_place, saga.leases, placed, key)
+            done = await db.write(
+                _place_from_copy, saga.leases, user, idempotency_key, wanted, placing
+            )
+            seen, made = done.seen, done.made
+            if seen is None and made is None:  # a product orders' copy does not hold
+                # priced by products with no connection held (on SQLite the one writer
+                # serves every saga step and the relay); a twin that lands meanwhile is
+                # caught by the key's unique constraint
+                missing = [pid for pid in wanted if pid not in done.known]
+                try:
+                    asked = await self._price(missing, request)
+                except UpstreamError:
+                    return problem_response(503, "the catalog is unavailable; nothing was ordered")
+                if isinstance(asked, Response):
+                    return asked
+                made = await db.write(_place, saga.leases, *placing({**done.known, **asked}))
         except IntegrityError:  # the same key raced in from a concurrent retry
             raise ClientException(
                 status_code=409,
                 detail="a concurrent request used this Idempotency-Key; retry to get its order",
             ) from None
+        if seen is not None:
+            request_hash, seen_order, view = seen
+            if request_hash != digest:
+                raise ClientException(
+                    status_code=409, detail="this Idempotency-Key was used for another order"
+                )
+            if view is None:
+                raise NotFoundException(detail=f"no order {seen_order}")
+            return _accepted(view, settings)
+        assert made is not None
+        state, lease = made
         saga.kick(order_id, state, lease)
         return _accepted(_placed(state), settings)
 
     async def _price(
-        self, wanted: dict[str, int], known: dict[str, int], request: Request[Any, Any, Any]
-    ) -> list[dict[str, Any]] | Response[Any]:
-        """The order's lines, priced: from orders' copy of the catalog (``known``), and
-        by asking products for any product the copy lacks."""
-        prices = dict(known)
-        unknown = [pid for pid in wanted if pid not in prices]
-        if unknown:
-            mesh, token = request.app.state.mesh, request.app.state.service_token
-            headers = await token.headers()
-            responses = await asyncio.gather(
-                *(mesh.request("products", "GET", f"/{pid}", headers=headers) for pid in unknown)
-            )
-            for pid, response in zip(unknown, responses, strict=True):
-                if response.status_code == 404:
-                    return problem_response(422, f"no product {pid}", product_id=pid)
-                if response.status_code != 200:
-                    raise UpstreamError("products", f"pricing answered {response.status_code}")
-                prices[pid] = response.json()["price_cents"]
-        return [
-            {"product_id": pid, "quantity": quantity, "unit_price_cents": prices[pid]}
-            for pid, quantity in wanted.items()
-        ]
+        self, product_ids: list[str], request: Request[Any, Any, Any]
+    ) -> dict[str, int] | Response[Any]:
+        """The prices of ``product_ids`` (those orders' copy of the catalog lacks), asked
+        of products; a 422 problem for a product products does not know."""
+        mesh, token = request.app.state.mesh, request.app.state.service_token
+        headers = await token.headers()
+        responses = await asyncio.gather(
+            *(mesh.request("products", "GET", f"/{pid}", headers=headers) for pid in product_ids)
+        )
+        prices = {}
+        for pid, response in zip(product_ids, responses, strict=True):
+            if response.status_code == 404:
+                return problem_response(422, f"no product {pid}", product_id=pid)
+            if response.status_code != 200:
+                raise UpstreamError("products", f"pricing answered {response.status_code}")
+            prices[pid] = response.json()["price_cents"]
+        return prices
 
     @get("/{order_id:str}", responses=problem_responses(401, 404))
     async def get_order(
