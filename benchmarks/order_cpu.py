@@ -38,7 +38,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import CacheStats
 
-from harness.inprocess import InProcessSystem, build_system, running
+from harness.inprocess import InProcessSystem, build_system, deliver, running
 from system.chassis.keys import key_id
 from system.services.users.security import TokenIssuer
 
@@ -118,6 +118,8 @@ async def run(orders: int, concurrency: int, inline: bool, profile: bool, traced
                 json={"sku": "BENCH-1", "name": "lamp", "price_cents": 5, "initial_stock": 10**6},
             )
             pid = created.json()["id"]
+            # its price reaches orders' copy of the catalog, as Kafka would bring it
+            assert await deliver(system, "products", "products.catalog", to="orders") == 1
             o_http = await stack.enter_async_context(
                 httpx.AsyncClient(
                     transport=httpx.ASGITransport(app=orders_app), base_url="http://o"

@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Litestar
+from sqlalchemy import select
 
+from system.chassis.inbox import EventConsumer, Outcome
 from system.chassis.inprocess import InProcessMesh, mesh_urls
 from system.chassis.keys import KeyFiles
+from system.chassis.outbox import OutboxMessage
 from system.chassis.settings import ServiceSettings
 from system.runtime.topology import Topology, load_topology
 
@@ -112,3 +115,32 @@ async def running(system: InProcessSystem) -> AsyncIterator[InProcessSystem]:
         for app in system.apps.values():
             await stack.enter_async_context(app.lifespan())
         yield system
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """An outbox row as a consumer reads it from Kafka (``ConsumerRecordLike``)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    partition: int = 0
+    offset: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+async def deliver(system: InProcessSystem, source: str, topic: str, to: str) -> int:
+    """Hand what ``source`` staged for ``topic`` to ``to``'s event handlers, through its
+    inbox, as Kafka would (there is none in-process): e.g. the catalog's prices to
+    orders. Returns how many events ``to`` processed (a repeat is a duplicate)."""
+    handlers = importlib.import_module(f"system.services.{to}.consumers").HANDLERS
+    consumer = EventConsumer(
+        system.apps[to].state.events.session_maker, "in-process:0", to, [], handlers, registry=None
+    )
+    async with system.apps[source].state.events.session_maker() as session:
+        rows = await session.scalars(
+            select(OutboxMessage).where(OutboxMessage.topic == topic).order_by(OutboxMessage.id)
+        )
+        staged = [_Staged(row.topic, row.key.encode(), row.payload) for row in rows]
+    outcomes = [await consumer.process(record) for record in staged]
+    return outcomes.count(Outcome.PROCESSED)

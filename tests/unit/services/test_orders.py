@@ -17,7 +17,7 @@ from sqlalchemy import delete, event, insert, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
-from harness.inprocess import build_system, running
+from harness.inprocess import InProcessSystem, build_system, deliver, running
 from system.chassis.db import create_engine, in_transaction
 from system.chassis.inprocess import InProcessMesh
 from system.chassis.keys import KeyFiles
@@ -39,8 +39,10 @@ class World:
         products: httpx.AsyncClient,
         orders_http: httpx.AsyncClient,
         mesh: InProcessMesh,
+        system: InProcessSystem,
     ) -> None:
         self.orders, self.products, self.http, self.mesh = orders, products, orders_http, mesh
+        self.system = system
 
     async def settle(self) -> None:
         async with asyncio.timeout(20):
@@ -81,7 +83,7 @@ async def running_world(tmp_path: Path, keys: KeyFiles) -> AsyncIterator[World]:
         orders_http = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=orders), base_url="http://o")
         )
-        yield World(orders, products_http, orders_http, system.meshes["orders"])
+        yield World(orders, products_http, orders_http, system.meshes["orders"], system)
 
 
 async def product(world: World, admin: dict[str, str], stock: int, price: int = 1000) -> str:
@@ -136,6 +138,24 @@ async def test_orders_prices_from_its_copy_of_the_catalog_and_asks_products_for_
         world.mesh.down.clear()
         priced = await world.place(customer, lines, key="key-00000003")
         assert [i["unit_price_cents"] for i in priced.json()["items"]] == [1250, 700]
+        await world.settle()
+
+
+async def test_the_catalogs_own_events_reach_orders_copy_once(
+    tmp_path: Path, keys: KeyFiles, auth: Callable[..., dict[str, str]]
+) -> None:
+    async with running_world(tmp_path, keys) as world:
+        admin, customer = auth("admin"), auth(user_id="cust-1")
+        pid = await product(world, admin, 5, 1250)
+        changed = await world.products.patch(f"/{pid}", headers=admin, json={"price_cents": 990})
+        assert changed.status_code == 200, changed.text
+        system = world.system
+        assert await deliver(system, "products", "products.catalog", to="orders") == 2
+        assert await deliver(system, "products", "products.catalog", to="orders") == 0  # dupes
+        world.mesh.down.add(f"products/{pid}")
+        placed = await world.place(customer, [{"product_id": pid, "quantity": 1}])
+        assert placed.status_code == 202, placed.text
+        assert placed.json()["items"][0]["unit_price_cents"] == 990
         await world.settle()
 
 
