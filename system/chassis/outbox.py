@@ -31,12 +31,10 @@ Guarantees and choices:
 * **Wake-up.** A commit of a session that staged events wakes every running relay of the
   process (SQLAlchemy ``after_commit``, or :func:`~system.chassis.db.after_commit`);
   otherwise the relay polls every ``poll_interval`` seconds, which also picks up rows of
-  other processes. A woken relay reads ``linger`` seconds after the first commit that
-  woke it, so that the commits of that moment go out in the same cycle: under load a
-  relay woke for nearly every commit, and each cycle costs a read, a produce request
-  and its acknowledgement, and a marking transaction, for a handful of rows. The
-  linger counts from that first wake-up, not from the end of the cycle in progress
-  when it came: events committed during a cycle have waited for it already.
+  other processes. A woken relay waits ``linger`` seconds before it reads, so that the
+  commits of that moment go out in the same cycle: under load a relay woke for nearly
+  every commit, and each cycle costs a read, a produce request and its acknowledgement,
+  and a marking transaction, for a handful of rows.
 * **Tracing.** :func:`stage` captures the current OpenTelemetry context into the row; the
   relay starts a PRODUCER span ``"<topic> publish"`` as its child and sends *that* span's
   context in the Kafka headers, with ``event-type``, ``event-version`` and ``event-id``.
@@ -455,8 +453,6 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
-        self._woken_at = 0.0
-        """Loop time of the first wake-up since the relay last cleared ``_wake``."""
         self._stopping = asyncio.Event()
         self._flush_on_stop = True
         self._deadline = 0.0
@@ -526,16 +522,10 @@ class OutboxRelay:
         except RuntimeError:
             running = None
         if running is loop:
-            self._woken()
+            self._wake.set()
         else:
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._woken)
-
-    def _woken(self) -> None:
-        if not self._wake.is_set():
-            assert self._loop is not None
-            self._woken_at = self._loop.time()
-            self._wake.set()
+                loop.call_soon_threadsafe(self._wake.set)
 
     async def flush(self) -> None:
         """Return once a relay cycle that started after this call found nothing pending.
@@ -588,10 +578,7 @@ class OutboxRelay:
                     break  # flushed
                 await self._sleep(self._poll_interval, wake_on_notify=True)
                 if self._linger and self._wake.is_set() and not self._stopping.is_set():
-                    # let the commits of this moment join, counted from the first of them
-                    left = self._woken_at + self._linger - asyncio.get_running_loop().time()
-                    if left > 0:
-                        await asyncio.sleep(left)
+                    await asyncio.sleep(self._linger)  # let the commits of this moment join
         finally:
             await self._close_producer()
 

@@ -351,40 +351,6 @@ async def test_a_woken_relay_lingers_so_that_the_commits_of_that_moment_go_out_t
 
 
 @pytest.mark.asyncio
-async def test_the_linger_counts_from_the_first_commit_not_from_the_end_of_a_busy_cycle(
-    maker: Maker,
-) -> None:
-    """A commit made while a cycle waits for Kafka has waited already: it goes out a
-    linger after its own commit, not a linger after that cycle ends."""
-    loop = asyncio.get_running_loop()
-    kafka = FakeKafka()
-    produced: dict[bytes, float] = {}
-    deliver = kafka.deliver
-
-    def acknowledged_late(future: asyncio.Future[Any], batch: list[Message]) -> None:
-        produced.update((key, loop.time()) for _, key, _, _ in batch)
-        loop.call_later(0.6, deliver, future, batch)
-
-    kafka.deliver = acknowledged_late  # type: ignore[method-assign]
-    relay = relay_for(maker, kafka, linger=0.6)
-    await relay.start()
-    try:
-        await asyncio.wait_for(relay.flush(), 2.0)  # the first, empty, cycle
-        async with maker() as session, session.begin():
-            await stage(session, placed("o-1"))
-        await eventually(lambda: b"o-1" in produced, "o-1 sent", timeout=3.0)
-        await asyncio.sleep(0.1)  # its cycle waits 0.5 s more for the acknowledgement
-        committed = loop.time()
-        async with maker() as session, session.begin():
-            await stage(session, placed("o-2"))
-        await eventually(lambda: len(kafka.sent) == 2, "both acknowledged", timeout=5.0)
-    finally:
-        await relay.stop()
-    waited = produced[b"o-2"] - committed
-    assert 0.55 <= waited < 0.9, waited  # its own linger; 1.1 s with the cycle's rest on top
-
-
-@pytest.mark.asyncio
 async def test_a_core_transaction_wakes_the_relay_when_it_commits_and_not_when_it_rolls_back(
     maker: Maker,
 ) -> None:
