@@ -8,7 +8,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,18 @@ from contracts.events import (
     handlers_by_service,
 )
 from contracts.events.strategies import events
-from harness.inprocess import ADMIN_EMAIL, ADMIN_PASSWORD, build_system, running
-from system.chassis.inbox import EventConsumer, Outcome
+from harness.inprocess import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Record,
+    build_system,
+    inbox_consumer,
+    record_of,
+    running,
+)
+from system.chassis.inbox import Outcome
 from system.chassis.outbox import OutboxMessage
-from system.events.schemas import EVENT_TYPES, Event, decode, encode
+from system.events.schemas import EVENT_TYPES, Event, decode
 
 pytestmark = pytest.mark.contract
 
@@ -76,27 +83,6 @@ def test_a_breaking_change_names_the_producer_and_every_consumer() -> None:
 
 
 # -- producers ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Record:
-    """What the inbox consumer reads from Kafka (``ConsumerRecordLike``)."""
-
-    value: bytes
-    topic: str
-    key: bytes = b"k"
-    partition: int = 0
-    offset: int = 0
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-def record_of(event: Event[Any]) -> Record:
-    return Record(value=encode(event), topic=event.topic, key=event.key.encode())
-
-
-def consumer(service: str, session_maker: Any) -> EventConsumer:
-    module = __import__(f"system.services.{service}.consumers", fromlist=["HANDLERS"])
-    return EventConsumer(session_maker, "in-process:0", service, [], module.HANDLERS, registry=None)
-
-
 async def _drive(folder: Path) -> dict[str, list[OutboxMessage]]:
     """One confirmed and one declined order through the real services, a product
     withdrawn, then the order outcomes delivered to products and payments: every event
@@ -146,7 +132,7 @@ async def _drive(folder: Path) -> dict[str, list[OutboxMessage]]:
         assert voided.status_code == 200, voided.text
         staged = await _outboxes(system.apps)
         for service in ("products", "payments"):
-            inbox = consumer(service, system.apps[service].state.events.session_maker)
+            inbox = inbox_consumer(service, system.apps[service].state.events.session_maker)
             for row in staged["orders"]:
                 assert await inbox.process(Record(row.payload, row.topic)) is not Outcome.FAILED
         for client in http.values():
@@ -202,7 +188,9 @@ class Bench:
     def __init__(self, folder: Path, service: str) -> None:
         self.runner = asyncio.Runner()
         self.engine = create_async_engine(f"sqlite+aiosqlite:///{folder / service}.db")
-        self.consumer = consumer(service, async_sessionmaker(self.engine, expire_on_commit=False))
+        self.consumer = inbox_consumer(
+            service, async_sessionmaker(self.engine, expire_on_commit=False)
+        )
         self.runner.run(self._create())
 
     async def _create(self) -> None:

@@ -15,7 +15,7 @@ import importlib
 import json
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from system.chassis.inprocess import InProcessMesh, mesh_urls
 from system.chassis.keys import KeyFiles
 from system.chassis.outbox import OutboxMessage
 from system.chassis.settings import ServiceSettings
+from system.events.schemas import Event, encode
 from system.runtime.topology import Topology, load_topology
 
 ADMIN_EMAIL = "admin@microharness.test"
@@ -118,29 +119,37 @@ async def running(system: InProcessSystem) -> AsyncIterator[InProcessSystem]:
 
 
 @dataclass(frozen=True)
-class _Staged:
-    """An outbox row as a consumer reads it from Kafka (``ConsumerRecordLike``)."""
+class Record:
+    """A message as the inbox consumer reads it from Kafka (``ConsumerRecordLike``)."""
 
-    topic: str
-    key: bytes
     value: bytes
+    topic: str
+    key: bytes = b"k"
     partition: int = 0
     offset: int = 0
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def record_of(event: Event[Any]) -> Record:
+    return Record(value=encode(event), topic=event.topic, key=event.key.encode())
+
+
+def inbox_consumer(service: str, session_maker: Any) -> EventConsumer:
+    """``service``'s event handlers behind an inbox on ``session_maker``, fed by hand
+    (``await consumer.process(record)``) instead of from Kafka."""
+    handlers = importlib.import_module(f"system.services.{service}.consumers").HANDLERS
+    return EventConsumer(session_maker, "in-process:0", service, [], handlers, registry=None)
 
 
 async def deliver(system: InProcessSystem, source: str, topic: str, to: str) -> int:
     """Hand what ``source`` staged for ``topic`` to ``to``'s event handlers, through its
     inbox, as Kafka would (there is none in-process): e.g. the catalog's prices to
     orders. Returns how many events ``to`` processed (a repeat is a duplicate)."""
-    handlers = importlib.import_module(f"system.services.{to}.consumers").HANDLERS
-    consumer = EventConsumer(
-        system.apps[to].state.events.session_maker, "in-process:0", to, [], handlers, registry=None
-    )
+    consumer = inbox_consumer(to, system.apps[to].state.events.session_maker)
     async with system.apps[source].state.events.session_maker() as session:
         rows = await session.scalars(
             select(OutboxMessage).where(OutboxMessage.topic == topic).order_by(OutboxMessage.id)
         )
-        staged = [_Staged(row.topic, row.key.encode(), row.payload) for row in rows]
+        staged = [Record(row.payload, row.topic, row.key.encode()) for row in rows]
     outcomes = [await consumer.process(record) for record in staged]
     return outcomes.count(Outcome.PROCESSED)

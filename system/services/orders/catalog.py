@@ -2,10 +2,11 @@
 ``product.withdrawn`` events (``products.catalog``, a compacted topic: a new orders
 database reads the latest price of every product from offset 0).
 
-Placing an order prices its lines here, in the read that looks up its Idempotency-Key,
-instead of one ``GET`` to products per line through the mesh: a call, an Envoy hop and a
-request in products fewer per order, and an order can be placed while products is
-unreachable (its saga's reservation waits for products, and cancels if it never comes).
+Placing an order prices its lines here, in its placing transaction (with the lookup of
+its Idempotency-Key), instead of one ``GET`` to products per line through the mesh: a
+call, an Envoy hop and a request in products fewer per order, and an order can be
+placed while products is unreachable (its saga's reservation waits for products, and
+cancels if it never comes).
 A product this copy does not hold (created moments ago, or before its events existed)
 is priced by asking products, as before. The price is the catalog's as orders last
 heard it, normally milliseconds old; the reservation still checks that the product
