@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from system.chassis.health import ReadyCheck
 from system.chassis.inbox import AnyHandler, EventConsumer
 from system.chassis.outbox import OutboxRelay
+from system.chassis.outbox_turn import Turns
 from system.chassis.settings import ServiceSettings
 from system.events.schemas import Event, topic_for
 
@@ -62,6 +63,7 @@ class EventRuntime:
                 linger=settings.outbox_linger_ms / 1000,
                 tracer_provider=tracer_provider,
                 reader=reader,
+                turns=Turns() if settings.outbox_shared else None,
             )
             if bootstrap
             else None

@@ -15,8 +15,9 @@ Guarantees and choices:
   maps to one partition) are published together and in order, or not at all. A failed
   batch stays for the next attempt, which starts again at the oldest unpublished row;
   the batches acknowledged meanwhile are marked. So a later event of a key is never
-  published before an earlier one. (Several relays on one database -- replicas sharing
-  it -- may both send a row, never an earlier row after a later one.)
+  published before an earlier one. Several relays on one database (replicas sharing
+  it) take turns (:mod:`system.chassis.outbox_turn`, ``turns``), so a row goes out once;
+  without turns both may send it, never an earlier row after a later one.
 * **Kafka unavailable.** Rows stay unpublished until Kafka acknowledges them. If the
   producer cannot start, or a send fails, the producer is closed and re-created -- the
   factory is called again -- after an exponential, jittered backoff (``min_backoff`` ..
@@ -75,6 +76,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import event as sa_event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -85,6 +87,7 @@ from system.chassis.db import (
     in_transaction,
     table_of,
 )
+from system.chassis.outbox_turn import Turns
 from system.chassis.prepared import Prepared
 from system.chassis.trace_context import extract, follows_parent_sampling, unsampled
 from system.events import Event, encode
@@ -321,14 +324,25 @@ _MARK_PUBLISHED = Prepared(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("the_
 SQLAlchemy's path)."""
 
 
-def _mark(session: Connection, ids: list[Any], now: datetime) -> None:
-    _MARK_PUBLISHED(session, [{"the_id": row_id, "published_at": now} for row_id in ids])
+def _mark(session: Connection, ids: list[Any], now: datetime, turns: Turns | None) -> None:
+    if ids:
+        _MARK_PUBLISHED(session, [{"the_id": row_id, "published_at": now} for row_id in ids])
+    if turns is not None:
+        turns.give_back(session)
 
 
 _CLOSE_GRACE = 2.0
 """Seconds for each step of closing a producer."""
 _TICK = 0.25
 """Seconds between checks of the stop deadline while a wave of sends is in flight."""
+
+
+_TURN_WAIT = 0.01
+"""Seconds before asking again for the turn another relay holds (without a linger)."""
+
+
+class _NotOurTurn(Exception):
+    """Another relay of the same outbox is in its cycle."""
 
 
 class _Abandoned(Exception):
@@ -422,6 +436,7 @@ class OutboxRelay:
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = REGISTRY,
         reader: async_sessionmaker[AsyncSession] | None = None,
+        turns: Turns | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
@@ -430,6 +445,9 @@ class OutboxRelay:
         """Where the next batch is read: on SQLite the service's reader pool, so the poll
         never queues behind the one writer connection (under load it waited 60-270 ms
         there, twice a cycle with the mark); only marking rows needs the writer."""
+        self._turns = turns
+        """Set when relays of other processes share the outbox (:mod:`.outbox_turn`): a
+        cycle then reads on the writer, in the transaction that takes the turn."""
         self._factory = kafka_producer_factory(producer) if isinstance(producer, str) else producer
         self._batch = batch
         self._unpublished = Prepared(
@@ -554,6 +572,10 @@ class OutboxRelay:
                 self._wake.clear()
                 try:
                     remaining = await self._cycle()
+                except _NotOurTurn:
+                    # another relay's cycle: it sends what it read, and our rows after
+                    await self._sleep(self._linger or _TURN_WAIT, wake_on_notify=False)
+                    continue
                 except Exception as exc:
                     self.last_error = exc
                     self._metrics.failures.inc()
@@ -648,17 +670,22 @@ class OutboxRelay:
         """One batch: read, publish, mark. Returns how many rows are still pending."""
         self._cycles += 1
         cycle = self._cycles
-        rows, pending = await in_transaction(self._reader, self._unpublished_rows)
+        if self._turns is None:
+            rows, pending = await in_transaction(self._reader, self._unpublished_rows)
+        else:
+            rows, pending = await self._take_turn_and_read(self._turns)
         failure: _PublishFailed | None = None
         published: list[Any] = []
         if rows:
             try:
-                producer = await self._producer_ready()
-                published = await self._publish(producer, rows)
-            except _PublishFailed as exc:
-                failure, published = exc, exc.acknowledged
-            if published:
-                await self._mark_published(published)
+                try:
+                    producer = await self._producer_ready()
+                    published = await self._publish(producer, rows)
+                except _PublishFailed as exc:
+                    failure, published = exc, exc.acknowledged
+            finally:
+                if published or self._turns is not None:
+                    await self._mark_published(published)  # and gives the turn back
         remaining = pending - len(published)
         self._metrics.pending.set(remaining)
         if failure is not None:
@@ -669,6 +696,24 @@ class OutboxRelay:
             async with self._idle:
                 self._idle.notify_all()
         return remaining
+
+    async def _take_turn_and_read(self, turns: Turns) -> tuple[list[Any], int]:
+        if not turns.row_made:
+            with contextlib.suppress(IntegrityError):  # made by another relay meanwhile
+                await in_transaction(self._session_maker, turns.make_row)
+            turns.row_made = True
+        taken = await in_transaction(self._session_maker, self._turn_and_rows, turns)
+        if taken is None:
+            raise _NotOurTurn
+        return taken
+
+    def _turn_and_rows(self, session: Connection, turns: Turns) -> tuple[list[Any], int] | None:
+        if not turns.take(session):
+            return None
+        rows, pending = self._unpublished_rows(session)
+        if not rows:
+            turns.give_back(session)  # an idle relay never holds the turn
+        return rows, pending
 
     def _unpublished_rows(self, session: Connection) -> tuple[list[Any], int]:
         """The next batch of rows to publish, and how many are waiting in all."""
@@ -800,9 +845,10 @@ class OutboxRelay:
         return span, headers
 
     async def _mark_published(self, rows: Sequence[Any]) -> None:
+        """Mark ``rows`` published (and give the turn back, if the relay takes turns)."""
         now = datetime.now(UTC)
         ids = [row.id for row in rows]
-        await in_transaction(self._session_maker, _mark, ids, now)
+        await in_transaction(self._session_maker, _mark, ids, now, self._turns)
         for row in rows:
             self._metrics.published.labels(row.topic).inc()
             created = row.created_at

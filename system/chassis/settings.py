@@ -62,6 +62,9 @@ class ServiceSettings(BaseSettings):
     """How long the outbox relay, woken by a commit, waits for more commits before it
     reads its batch: events ride together in one produce request and one marking
     transaction. Adds up to this much to each event's publish latency."""
+    outbox_shared: bool = False
+    """Relays of other processes (replicas on the same database) relay this outbox too:
+    they take turns (``system.chassis.outbox_turn``), so each event is sent once."""
     otlp_endpoint: str | None = None
     """Base URL of an OTLP/HTTP collector (Jaeger); unset means no span export."""
     jwt_public_key_file: Path | None = None

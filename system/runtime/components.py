@@ -310,6 +310,8 @@ def service_env(topology: Topology, paths: StackPaths, name: str, replica: int) 
             {c: f"http://127.0.0.1:{ports.mesh(topology.service(c))}" for c in service.calls}
         ),
     }
+    if service.replicas > 1:  # the replicas share the service's database, and its outbox
+        values["OUTBOX_SHARED"] = "true"
     if topology.uses_postgres:
         values["DATABASE_URL"] = (
             f"postgresql+asyncpg://postgres@127.0.0.1:{ports.postgres}/{service.name}"

@@ -51,6 +51,12 @@ def test_on_postgres_each_service_gets_its_own_database_through_the_proxy(
     assert users["USERS_DATABASE_URL"].endswith(":40014/users")
 
 
+def test_replicas_of_one_service_take_turns_at_relaying_its_outbox(tmp_path: Path) -> None:
+    paths = StackPaths(tmp_path)
+    assert service_env(TOPOLOGY, paths, "products", 1)["PRODUCTS_OUTBOX_SHARED"] == "true"
+    assert "ORDERS_OUTBOX_SHARED" not in service_env(TOPOLOGY, paths, "orders", 1)
+
+
 def test_callers_learn_the_mesh_address_of_each_callee(tmp_path: Path) -> None:
     env = service_env(TOPOLOGY, StackPaths(tmp_path), "orders", 1)
     assert json.loads(env["ORDERS_MESH"]) == {"products": "http://127.0.0.1:40101"}

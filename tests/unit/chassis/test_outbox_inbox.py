@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from advanced_alchemy.base import orm_registry
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -40,18 +39,6 @@ from system.events import (
 from tests.conftest import consumer_record as record
 
 Maker = async_sessionmaker[AsyncSession]
-
-
-@pytest_asyncio.fixture
-async def maker(tmp_path: Path) -> AsyncIterator[Maker]:
-    engine = create_engine(ServiceSettings(name="unit", data_dir=tmp_path))
-    async with engine.begin() as conn:
-        await conn.run_sync(orm_registry.metadata.create_all)
-        await conn.execute(text("CREATE TABLE effect (event_id TEXT NOT NULL, note TEXT)"))
-    try:
-        yield async_sessionmaker(engine, expire_on_commit=False)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
