@@ -20,6 +20,7 @@ def run(offered: float, *, errors: int = 0, p99_ms: float = 100.0) -> dict[str, 
         "confirm_p50": 0.03,
         "confirm_p99": p99_ms / 1000,
         "cpu_per_order": 0.02,
+        "machine_s": 1.25,
     }
 
 
@@ -42,6 +43,8 @@ def test_a_rate_counts_only_if_every_run_at_it_passed() -> None:
     ]
     *table, clean, fast = summary(runs, slo_ms=300)
     assert len(table) == 1 + len(runs)
+    assert table[0].endswith("machine")
+    assert table[1].endswith("20.0 ms    1.25s")  # CPU per order, then the machine's speed
     assert clean.endswith(": 90/s")
     assert fast.endswith(": 50/s")
 
