@@ -46,10 +46,11 @@ def _cpu_seconds(pid: int | None, *, children: bool = True) -> float:
 
 
 def machine_speed(additions: int = 10_000_000) -> float:
-    """Seconds one core takes for ``additions`` pure-Python additions: how fast this
-    machine's cores are right now. The same code took 30-40% more CPU per order from one
-    hour to the next on the shared two-core machines here (the loop took 1.0-1.6 s), so
-    a benchmark prints it beside its figures, to compare runs of different days."""
+    """Seconds one core takes for ``additions`` pure-Python additions (in a function:
+    local variables): how fast this machine's cores are right now. The same code took
+    30-40% more CPU per order from one hour to the next on the shared two-core machines
+    here, so a benchmark prints this beside its figures, to compare runs of different
+    hours and days."""
     began = time.process_time()
     total = 0
     for n in range(additions):

@@ -452,7 +452,7 @@ def measure(args: argparse.Namespace, rate: float) -> dict[str, float]:
     after = machine_speed()
     print(
         f"machine speed: 10 million Python additions took {before:.2f} s before the stack "
-        f"started, {after:.2f} s after it stopped (1.0-1.6 s on the two-core machines here)"
+        f"started, {after:.2f} s after it stopped (lower is faster)"
     )
     return {**figures, "machine_s": (before + after) / 2}
 
