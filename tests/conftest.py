@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from advanced_alchemy.base import orm_registry
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from system.chassis.db import create_engine
+from system.chassis.settings import ServiceSettings
 from system.events.schemas import Event, encode
 
 T = TypeVar("T")
@@ -58,3 +65,17 @@ def consumer_record(
         serialized_value_size=len(value),
         headers=list(headers),
     )
+
+
+@asynccontextmanager
+async def service_db(folder: Path, name: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """One service's own SQLite database, with every table of the chassis (outbox, inbox,
+    outbox turn) and ``effect``, a log for test handlers to write to."""
+    engine = create_engine(ServiceSettings(name=name, data_dir=folder))
+    async with engine.begin() as conn:
+        await conn.run_sync(orm_registry.metadata.create_all)
+        await conn.execute(text("CREATE TABLE effect (event_id TEXT NOT NULL, note TEXT)"))
+    try:
+        yield async_sessionmaker(engine, expire_on_commit=False)
+    finally:
+        await engine.dispose()

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from advanced_alchemy.base import orm_registry
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -31,11 +30,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from harness.localstack import free_port
-from system.chassis.db import create_engine
 from system.chassis.inbox import EventConsumer, InboxEntry
 from system.chassis.outbox import OutboxMessage, OutboxRelay, Producer, stage
-from system.chassis.settings import ServiceSettings
 from system.events import Event, OrderItem, OrderPlacedV1, new_event
+from tests.conftest import service_db
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("events")]
 
@@ -50,19 +48,6 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield provider, exporter
     provider.shutdown()
-
-
-@asynccontextmanager
-async def service_db(folder: Path, name: str) -> AsyncIterator[Maker]:
-    """One service's own SQLite database, with the outbox/inbox tables and an effect log."""
-    engine = create_engine(ServiceSettings(name=name, data_dir=folder))
-    async with engine.begin() as conn:
-        await conn.run_sync(orm_registry.metadata.create_all)
-        await conn.execute(text("CREATE TABLE effect (event_id TEXT NOT NULL, note TEXT)"))
-    try:
-        yield async_sessionmaker(engine, expire_on_commit=False)
-    finally:
-        await engine.dispose()
 
 
 def placed(order_id: str, n: int = 1) -> Event[OrderPlacedV1]:

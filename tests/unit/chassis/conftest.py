@@ -9,12 +9,9 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from advanced_alchemy.base import orm_registry
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from system.chassis.db import create_engine
-from system.chassis.settings import ServiceSettings
+from tests.conftest import service_db
 
 
 @dataclass
@@ -40,13 +37,6 @@ async def loop_ticks() -> AsyncIterator[Ticks]:
 
 @pytest_asyncio.fixture
 async def maker(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions on a service's SQLite file with every table of the chassis, and
-    ``effect`` for handlers to write to."""
-    engine = create_engine(ServiceSettings(name="unit", data_dir=tmp_path))
-    async with engine.begin() as conn:
-        await conn.run_sync(orm_registry.metadata.create_all)
-        await conn.execute(text("CREATE TABLE effect (event_id TEXT NOT NULL, note TEXT)"))
-    try:
-        yield async_sessionmaker(engine, expire_on_commit=False)
-    finally:
-        await engine.dispose()
+    """Sessions on a service's SQLite file (``tests.conftest.service_db``)."""
+    async with service_db(tmp_path, "unit") as sessions:
+        yield sessions
