@@ -394,7 +394,7 @@ def summary(runs: list[dict[str, float]], slo_ms: float) -> list[str]:
             f"{r['offered']:>7g}/s {r['sustained']:>8.1f}/s {failed:>7d} "
             f"{r['accept_p50'] * 1000:>7.0f}/{r['accept_p99'] * 1000:<8.0f} "
             f"{r['confirm_p50'] * 1000:>10.0f}/{r['confirm_p99'] * 1000:<10.0f} "
-            f"{r['cpu_per_order'] * 1000:>7.1f} ms {r.get('machine_s', 0.0):>7.2f}s"
+            f"{r['cpu_per_order'] * 1000:>7.1f} ms {r['machine_s']:>7.2f}s"
         )
     clean: dict[float, bool] = {}
     within: dict[float, bool] = {}

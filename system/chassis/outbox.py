@@ -678,11 +678,10 @@ class OutboxRelay:
         published: list[Any] = []
         if rows:
             try:
-                try:
-                    producer = await self._producer_ready()
-                    published = await self._publish(producer, rows)
-                except _PublishFailed as exc:
-                    failure, published = exc, exc.acknowledged
+                producer = await self._producer_ready()
+                published = await self._publish(producer, rows)
+            except _PublishFailed as exc:
+                failure, published = exc, exc.acknowledged
             finally:
                 if published or self._turns is not None:
                     await self._mark_published(published)  # and gives the turn back
