@@ -10,8 +10,14 @@ rounds interleaved so that the machine's drift hits all three alike:
   ``run_sync`` (how ``system.chassis.db.in_transaction`` did it until the eighth session);
 * synchronous ``Session`` in one greenlet: opened, used, committed and closed in it (how
   ``in_transaction`` did it in the eighth session);
-* ``in_transaction``: what the chassis does now (a Core ``Connection`` checked out, used,
-  committed and returned in one greenlet);
+* ``in_transaction``: the statement run by ``Connection.execute`` (SQLAlchemy's path: a
+  Core ``Connection`` made over the pooled connection, used, committed and returned in
+  one greenlet);
+* ``Connection + Prepared``: a ``Prepared`` statement (the chassis' hot statements) in a
+  Core ``Connection`` and its ``Transaction``, on the chassis' reused greenlet: how
+  ``in_transaction`` ran it until the fifteenth session;
+* ``in_transaction + Prepared``: what the chassis does now on SQLite (no ``Connection``:
+  ``system.chassis.inline_transaction``);
 * ``sqlite3``: the same statement, ``BEGIN`` and ``COMMIT`` on a bare :mod:`sqlite3`
   connection to the same file, no SQLAlchemy: the floor.
 
@@ -31,23 +37,43 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Engine, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
+from system.chassis import greenlets, sqlite_inline
 from system.chassis.db import Executor, create_engine, in_transaction, table_of
+from system.chassis.prepared import Prepared
 from system.chassis.settings import ServiceSettings
 from system.services.orders.models import OrderView
 
 VIEWS = table_of(OrderView)
 SET_STATUS = update(VIEWS).where(VIEWS.c.order_id == bindparam("the_order"))
+PREPARED_SET_STATUS = Prepared(SET_STATUS)
 RAW_SET_STATUS = "UPDATE order_view SET status = ?, version = ? WHERE order_id = ?"
 ROWS = 100
 
 
 def set_status(session: Executor, i: int) -> None:
     session.execute(SET_STATUS, {"the_order": f"o{i % ROWS}", "status": "RESERVED", "version": i})
+
+
+def set_status_prepared(session: Executor, i: int) -> None:
+    PREPARED_SET_STATUS(session, {"the_order": f"o{i % ROWS}", "status": "RESERVED", "version": i})
+
+
+def in_connection(engine: Engine, i: int) -> None:
+    """``in_transaction`` until the fifteenth session, its ``after_commit`` bookkeeping
+    included."""
+    sqlite_inline.results_in_place()
+    with engine.connect() as connection:
+        connection.info.pop("after_commit", None)  # the callbacks' key (any key costs alike)
+        try:
+            with connection.begin():
+                set_status_prepared(connection, i)
+        finally:
+            connection.info.pop("after_commit", None)
 
 
 async def run(transactions: int, rounds: int) -> dict[str, float]:
@@ -92,6 +118,12 @@ async def run(transactions: int, rounds: int) -> dict[str, float]:
         async def with_in_transaction(i: int) -> None:
             await in_transaction(maker, set_status, i)
 
+        async def with_connection_prepared(i: int) -> None:
+            await greenlets.spawn(in_connection, engine.sync_engine, i)
+
+        async def with_in_transaction_prepared(i: int) -> None:
+            await in_transaction(maker, set_status_prepared, i)
+
         async def with_sqlite3(i: int) -> None:
             raw.execute("BEGIN")
             raw.execute(RAW_SET_STATUS, ("RESERVED", i, f"o{i % ROWS}"))
@@ -101,6 +133,8 @@ async def run(transactions: int, rounds: int) -> dict[str, float]:
             "AsyncSession + run_sync": with_async_session,
             "Session in one greenlet": with_sync_session,
             "in_transaction": with_in_transaction,
+            "Connection + Prepared": with_connection_prepared,
+            "in_transaction + Prepared": with_in_transaction_prepared,
             "sqlite3 (floor)": with_sqlite3,
         }
         spent: dict[str, list[float]] = {name: [] for name in ways}

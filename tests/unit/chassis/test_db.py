@@ -1,6 +1,7 @@
 """``insert_if_absent``: the rows a unique key holds are skipped, defaults are applied,
 it runs on the driver's cursor (``prepared``), and on SQLAlchemy's path the statement is
-compiled once (SQLAlchemy's own on-conflict statements never are)."""
+compiled once (SQLAlchemy's own on-conflict statements never are). JSON columns are
+written by msgspec."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from system.chassis.db import InsertIfAbsent, create_engine, insert_if_absent, table_of
+from system.chassis.outbox import OutboxMessage
 from system.chassis.settings import ServiceSettings
 from system.services.orders.models import SagaLease
 
@@ -54,3 +56,34 @@ def test_insert_if_absent_renders_on_postgresql() -> None:
     sql = str(InsertIfAbsent(table_of(SagaLease)).compile(dialect=postgresql.dialect()))
     assert sql.startswith("INSERT INTO saga_lease (")
     assert sql.endswith(" ON CONFLICT DO NOTHING")
+
+
+async def test_json_columns_are_written_and_read_by_msgspec(tmp_path: Path) -> None:
+    """Compact UTF-8 (the standard library's ``json`` writes ``", "`` and ``\\u00e9``),
+    and read back as written."""
+    engine = create_engine(ServiceSettings(name="db", data_dir=tmp_path, log_json=False))
+    outbox = table_of(OutboxMessage)
+    headers = {"traceparent": "00-ab-cd-01", "note": "café"}
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(OutboxMessage.metadata.create_all)
+            await conn.execute(
+                insert(outbox),
+                {
+                    "event_id": "e-1",
+                    "topic": "t",
+                    "key": "k",
+                    "event_type": "x.y",
+                    "event_version": 1,
+                    "payload": b"{}",
+                    "headers": headers,
+                    "created_at": datetime.now(UTC),
+                },
+            )
+        async with engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT headers FROM outbox"))).scalar_one()
+            read = (await conn.execute(select(outbox.c.headers))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert stored == '{"traceparent":"00-ab-cd-01","note":"café"}'
+    assert read == headers
