@@ -4,10 +4,10 @@
 checks a connection out of the pool, hands ``work`` an :class:`InlineConnection` over
 it, commits the DBAPI connection itself and checks it back in. A ``Connection`` (its
 construction joins the engine's event dispatch), its ``Transaction`` and SQLAlchemy's
-commit and close paths were 30-40% of a one-statement transaction's CPU here: 87 → 55
-µs per transaction (``/tmp`` script, 3,000 transactions per round, seven rounds
-interleaved, one :class:`~system.chassis.prepared.Prepared` ``UPDATE`` each), on the
-order path's six to eight transactions per order.
+commit and close paths were a quarter to a third of a one-statement transaction's CPU
+here: 77-109 → 47-76 µs (one :class:`~system.chassis.prepared.Prepared` ``UPDATE``;
+``benchmarks/transaction_cost.py`` prints both ways), on the order path's six to eight
+transactions per order.
 
 What ``work`` gets behaves as a ``Connection`` for what the chassis' statement functions
 use: :class:`~system.chassis.prepared.Prepared` statements run on its DBAPI connection
@@ -137,7 +137,9 @@ def run(
 
 def _finish(conn: InlineConnection, *, commit: bool) -> None:
     core = conn.core
-    if core is not None and core.in_transaction():  # SQLAlchemy's path began it
-        core.commit() if commit else core.rollback()
-    else:
+    if core is None or not core.in_transaction():
         _end(conn, commit=commit)
+    elif commit:  # SQLAlchemy's path began it: it ends there
+        core.commit()
+    else:
+        core.rollback()
