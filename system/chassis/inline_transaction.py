@@ -125,14 +125,14 @@ def run(
             _finish(conn, commit=False)
             raise
         _finish(conn, commit=True)
-        return result, info.pop(collected, None)
     finally:
-        info.pop(collected, None)
+        left = info.pop(collected, None)  # returned only after a commit
         core = conn.core
         if core is not None:
             core.close()  # returns the DBAPI connection to the pool
         else:
             fairy.close()
+    return result, left
 
 
 def _finish(conn: InlineConnection, *, commit: bool) -> None:
