@@ -19,7 +19,7 @@ class OrderEvent(BigIntBase):
     __tablename__ = "order_event"
     __table_args__ = (UniqueConstraint("order_id", "version", name="order_event_version"),)
 
-    order_id: Mapped[str] = mapped_column(String(64), index=True)
+    order_id: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(40))
     data: Mapped[dict[str, Any]] = mapped_column(JsonB)
@@ -58,7 +58,7 @@ class SagaLease(UUIDv7Base):
 
     order_id: Mapped[str] = mapped_column(String(64), unique=True)
     owner: Mapped[str] = mapped_column(String(64))
-    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC, index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC)
 
 
 class CatalogPrice(UUIDv7Base):

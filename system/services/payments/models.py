@@ -18,7 +18,7 @@ class Payment(UUIDv7AuditBase):
     user_id: Mapped[str] = mapped_column(String(64), default="")
     amount_cents: Mapped[int] = mapped_column(Integer)
     card_last4: Mapped[str] = mapped_column(String(4), default="")
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     decline_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     provider_reference: Mapped[str] = mapped_column(String(64), default="")
     request_fingerprint: Mapped[str] = mapped_column(String(64), default="")
@@ -32,7 +32,7 @@ class LedgerEntry(UUIDv7Base):
     __tablename__ = "ledger_entry"
 
     payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payment.id"), index=True)
-    order_id: Mapped[str] = mapped_column(String(64), index=True)
+    order_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     held_cents: Mapped[int] = mapped_column(Integer, default=0)
     settled_cents: Mapped[int] = mapped_column(Integer, default=0)

@@ -40,7 +40,7 @@ class ReservationLine(UUIDv7Base):
     __tablename__ = "reservation_line"
     __table_args__ = (UniqueConstraint("order_id", "product_id", name="reservation_line_once"),)
 
-    order_id: Mapped[str] = mapped_column(String(64), index=True)
+    order_id: Mapped[str] = mapped_column(String(64))
     product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("product.id"))
     quantity: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="reserved")
