@@ -37,9 +37,7 @@ def _load_every_model() -> None:
 
 
 def _is_partial(index: Index) -> bool:
-    return any(
-        options.get("where") is not None for options in index.dialect_options.values()
-    )
+    return any(options.get("where") is not None for options in index.dialect_options.values())
 
 
 def _orderings(table: Table) -> list[tuple[str, tuple[str, ...], bool, bool]]:
