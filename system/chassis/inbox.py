@@ -66,7 +66,7 @@ from sqlalchemy import String, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from system.chassis.db import insert_if_absent, table_of
+from system.chassis.db import Executor, insert_if_absent, table_of
 from system.chassis.prepared import Prepared
 from system.chassis.trace_context import extract, follows_parent_sampling, unsampled
 from system.events import Event, EventError, decode
@@ -119,12 +119,62 @@ class InboxEntry(DefaultBase):
 
 
 _INBOX = table_of(InboxEntry)
-_SEEN = select(_INBOX.c.event_id).where(
-    _INBOX.c.consumer == bindparam("consumer"),
-    _INBOX.c.event_id.in_(bindparam("ids", expanding=True)),
+_SEEN_IDS = 32
+"""Event ids per lookup of the inbox rows a batch already has."""
+_SEEN = Prepared(
+    select(_INBOX.c.event_id).where(
+        _INBOX.c.consumer == bindparam("consumer"),
+        _INBOX.c.event_id.in_(
+            [bindparam(f"id{n}", type_=_INBOX.c.event_id.type) for n in range(_SEEN_IDS)]
+        ),
+    )
 )
+"""A fixed number of ids (a short chunk is padded with its last id): an expanding ``IN``
+is rendered and compiled again for every batch (``Prepared`` hands it to SQLAlchemy),
+which was most of the cost of a batch of duplicates."""
 _INSERT = Prepared(insert(_INBOX))
 """Built once: a statement built per batch costs more than running it."""
+
+
+def _seen_in(session: Executor, consumer: str, ids: Sequence[UUID]) -> set[UUID]:
+    """Which of ``ids`` ``consumer``'s inbox holds already."""
+    seen: set[UUID] = set()
+    for start in range(0, len(ids), _SEEN_IDS):
+        chunk = list(ids[start : start + _SEEN_IDS])
+        chunk += [chunk[-1]] * (_SEEN_IDS - len(chunk))
+        params = {f"id{n}": event_id for n, event_id in enumerate(chunk)}
+        seen.update(_SEEN(session, {"consumer": consumer, **params}).scalars())
+    return seen
+
+
+def _inbox_row(consumer: str, event: Event[Any], now: datetime) -> dict[str, Any]:
+    """The inbox row recording that ``consumer`` processed ``event``."""
+    return {
+        "consumer": consumer,
+        "event_id": event.id,
+        "event_type": event.type,
+        "processed_at": now,
+    }
+
+
+def _record_in(
+    session: Executor, consumer: str, events: Sequence[Event[Any]], now: datetime
+) -> list[bool]:
+    """Insert the inbox rows of ``events`` not seen before (nor earlier in ``events``);
+    per event, whether it is fresh."""
+    seen = _seen_in(session, consumer, [event.id for event in events])
+    fresh: list[bool] = []
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        if event.id in seen:
+            fresh.append(False)
+            continue
+        seen.add(event.id)
+        fresh.append(True)
+        rows.append(_inbox_row(consumer, event, now))
+    if rows:
+        _INSERT(session, rows)
+    return fresh
 
 
 class ConsumerRecordLike(Protocol):
@@ -419,8 +469,9 @@ class EventConsumer:
 
     # -- a batch of messages -------------------------------------------------------------
     async def process_batch(self, records: Sequence[ConsumerRecordLike]) -> list[Outcome]:
-        """Handle fetched messages in ONE transaction: one inbox query for the batch's
-        ids, one insert of its inbox rows, every handler in order, one commit.
+        """Handle fetched messages in ONE transaction: the inbox rows of the batch
+        looked up (32 ids a query), one insert of its new ones, every handler in order, one
+        commit.
 
         Per message it is what :meth:`process` does, at a fraction of the cost (a
         transaction per event was most of a consumer's CPU). Each message keeps its own
@@ -472,21 +523,10 @@ class EventConsumer:
     async def _apply_batch(
         self, pending: Sequence[tuple[int, Event[Any], AnyHandler, Span]]
     ) -> list[Outcome]:
-        ids = [event.id for _, event, _, _ in pending]
-        outcomes: list[Outcome] = []
+        events = [event for _, event, _, _ in pending]
         async with self._session_maker() as session, session.begin():
-            seen = set(await session.scalars(_SEEN, {"consumer": self.name, "ids": ids}))
-            fresh: list[dict[str, Any]] = []
-            now = datetime.now(UTC)
-            for _, event, _, _ in pending:
-                if event.id in seen:
-                    outcomes.append(Outcome.DUPLICATE)
-                    continue
-                seen.add(event.id)
-                outcomes.append(Outcome.PROCESSED)
-                fresh.append(self._row(event, now))
-            if fresh:
-                await session.run_sync(_INSERT, fresh)
+            fresh = await session.run_sync(_record_in, self.name, events, datetime.now(UTC))
+            outcomes = [Outcome.PROCESSED if new else Outcome.DUPLICATE for new in fresh]
             run: list[tuple[Batched, Span, Event[Any]]] = []  # one batched handler's events
             for (_, event, handler, span), outcome in zip(pending, outcomes, strict=True):
                 if outcome is not Outcome.PROCESSED:
@@ -615,19 +655,12 @@ class EventConsumer:
         """The inbox row and the handler's effects, in one transaction (a row already
         there, or inserted meanwhile by another consumer, means a duplicate)."""
         async with self._session_maker() as session, session.begin():
-            if not await insert_if_absent(session, InboxEntry, self._row(event, datetime.now(UTC))):
+            if not await insert_if_absent(
+                session, InboxEntry, _inbox_row(self.name, event, datetime.now(UTC))
+            ):
                 return Outcome.DUPLICATE
             await _run_handler(handler, session, event)
         return Outcome.PROCESSED
-
-    def _row(self, event: Event[Any], now: datetime) -> dict[str, Any]:
-        """The inbox row recording that this consumer processed ``event``."""
-        return {
-            "consumer": self.name,
-            "event_id": event.id,
-            "event_type": event.type,
-            "processed_at": now,
-        }
 
 
 async def _apply_run(session: AsyncSession, run: list[tuple[Batched, Span, Event[Any]]]) -> None:

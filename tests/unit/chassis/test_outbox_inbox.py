@@ -22,6 +22,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from harness.localstack import free_port
+from system.chassis import inbox
 from system.chassis.db import create_engine, create_reader, in_transaction
 from system.chassis.inbox import Batched, EventConsumer, InboxEntry, Outcome
 from system.chassis.outbox import OutboxMessage, OutboxRelay, Producer, stage, stage_in
@@ -817,6 +818,27 @@ async def test_a_batch_is_applied_in_one_transaction_with_the_same_outcomes(make
     assert registry.get_sample_value("inbox_duplicates_total", labels) == 2
     async with maker() as session:
         assert await session.scalar(select(func.count()).select_from(InboxEntry)) == 3
+
+
+@pytest.mark.asyncio
+async def test_a_batch_longer_than_one_inbox_lookup_finds_every_duplicate(maker: Maker) -> None:
+    """The inbox rows of a batch are looked up a fixed number of ids at a time: events
+    processed before are found in every chunk, the last one padded, and still one
+    transaction applies the batch."""
+    consumer = consumer_for(maker, {"order.placed": record_effect})
+    events = [placed(f"o-{n}") for n in range(2 * inbox._SEEN_IDS + 5)]
+    before = [*events[:: inbox._SEEN_IDS // 2], events[-1]]  # in every chunk, and the last
+    for event in before:
+        assert await consumer.process(record(event)) is Outcome.PROCESSED
+    commits: list[int] = []
+    sa_event.listen(maker.kw["bind"].sync_engine, "commit", lambda _conn: commits.append(1))
+    batch = [record(event, offset=n) for n, event in enumerate(events)]
+    outcomes = await consumer.process_batch([*batch, record(events[3], offset=len(batch))])
+    assert outcomes == [
+        Outcome.DUPLICATE if event in before else Outcome.PROCESSED for event in events
+    ] + [Outcome.DUPLICATE]
+    assert len(commits) == 1
+    assert sorted(await effects(maker)) == sorted((str(e.id), "order.placed") for e in events)
 
 
 @pytest.mark.asyncio
