@@ -30,7 +30,13 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from system.chassis.auth import jwt_auth
-from system.chassis.db import InPlaceSession, Transactions, create_engine, create_reader
+from system.chassis.db import (
+    InPlaceSession,
+    Transactions,
+    create_checkpointer,
+    create_engine,
+    create_reader,
+)
 from system.chassis.events import EventHandler, EventRuntime, with_defects
 from system.chassis.health import HealthController, database_check
 from system.chassis.openapi import Link, StrictStructSchemaPlugin, document
@@ -136,6 +142,9 @@ def create_app(
         await events.start()
         # listened to while the app runs (an app may be started again, as tests do)
         statement_spans = trace_statements([engine.sync_engine, reader.sync_engine], provider)
+        checkpointer = create_checkpointer(settings)
+        if checkpointer is not None:
+            checkpointer.start()
         try:
             yield
         finally:
@@ -149,6 +158,8 @@ def create_app(
             await engine.dispose()
             if reader is not engine:
                 await reader.dispose()
+            if checkpointer is not None:
+                await checkpointer.stop()
 
     auth = jwt_auth(settings, parts.public_paths) if settings.jwt_public_key_file else None
     observability = ["/health", "/metrics", "/schema"]

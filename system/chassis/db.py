@@ -32,7 +32,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from system.chassis import greenlets, inline_transaction, sqlite_inline
+from system.chassis import checkpoints, greenlets, inline_transaction, sqlite_inline
 from system.chassis.prepared import Prepared
 from system.chassis.settings import ServiceSettings
 
@@ -56,22 +56,26 @@ every engine. The standard library's ``json`` took ~6.7 µs to write an event's 
 here and msgspec 0.8 µs, several times per order in each service."""
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    for pragma in SQLITE_PRAGMAS:
-        cursor.execute(pragma)
-    cursor.close()
+def _pragmas(settings: ServiceSettings, *, reader: bool) -> tuple[str, ...]:
+    pragmas = READER_PRAGMAS if reader else SQLITE_PRAGMAS
+    if settings.sqlite_checkpoint_ms:  # a Checkpointer checkpoints; commits only if it lags
+        pragmas = (*pragmas, f"PRAGMA wal_autocheckpoint={checkpoints.FALLBACK_PAGES}")
+    return pragmas
 
 
-def _sqlite_reader_pragmas(dbapi_connection: Any, record: Any) -> None:
-    _sqlite_pragmas(dbapi_connection, record)
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA query_only=ON")
-    cursor.close()
+def _applying(pragmas: tuple[str, ...]) -> Callable[[Any, Any], None]:
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        for pragma in pragmas:
+            cursor.execute(pragma)
+        cursor.close()
+
+    return apply
 
 
 def _sqlite_engine(settings: ServiceSettings, connections: int, *, reader: bool) -> AsyncEngine:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    pragmas = _pragmas(settings, reader=reader)
     pool: dict[str, Any] = {
         "poolclass": AsyncAdaptedQueuePool,
         "pool_size": connections,
@@ -80,7 +84,7 @@ def _sqlite_engine(settings: ServiceSettings, connections: int, *, reader: bool)
     }
     if settings.sqlite_inline:
         path = make_url(settings.database).database or ":memory:"
-        creator = sqlite_inline.connect(path, READER_PRAGMAS if reader else SQLITE_PRAGMAS)
+        creator = sqlite_inline.connect(path, pragmas)
         engine = create_async_engine(
             settings.database,
             async_creator=creator,
@@ -92,9 +96,7 @@ def _sqlite_engine(settings: ServiceSettings, connections: int, *, reader: bool)
         event.listen(engine.sync_engine.pool, "reset", sqlite_inline.rollback_if_open)
         return engine
     engine = create_async_engine(settings.database, **JSON_COLUMNS, **pool)
-    event.listen(
-        engine.sync_engine, "connect", _sqlite_reader_pragmas if reader else _sqlite_pragmas
-    )
+    event.listen(engine.sync_engine, "connect", _applying(pragmas))
     return engine
 
 
@@ -109,6 +111,17 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
         max_overflow=0,
         pool_pre_ping=True,
     )
+
+
+def create_checkpointer(settings: ServiceSettings) -> checkpoints.Checkpointer | None:
+    """The thread that checkpoints the SQLite file's WAL (none on other databases, or
+    with ``sqlite_checkpoint_ms=0``: then commits checkpoint, as SQLite does by default)."""
+    if not settings.is_sqlite or not settings.sqlite_checkpoint_ms:
+        return None
+    path = make_url(settings.database).database
+    if not path or path == ":memory:":
+        return None
+    return checkpoints.Checkpointer(path, settings.sqlite_checkpoint_ms / 1000)
 
 
 def create_reader(settings: ServiceSettings, writer: AsyncEngine) -> AsyncEngine:
