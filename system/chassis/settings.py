@@ -41,7 +41,7 @@ class ServiceSettings(BaseSettings):
     """Read-only connections beside SQLite's single writer (WAL readers run concurrently)."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The served process's event loop (tests in-process use pytest's)."""
-    sqlite_checkpoint_ms: int = Field(100, ge=0, le=60000)
+    sqlite_checkpoint_ms: int = Field(500, ge=0, le=60000)
     """How often a thread of the service copies SQLite's write-ahead log into the file
     (``system.chassis.checkpoints``); 0: the commit that fills the log does it, on the
     event loop, as SQLite does by default."""

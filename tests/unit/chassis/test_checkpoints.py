@@ -109,7 +109,7 @@ async def test_a_checkpoint_does_not_wait_for_a_reader(tmp_path: Path) -> None:
         writer.close()
 
 
-async def test_the_checkpointer_runs_every_interval(
+async def test_the_checkpointer_runs_every_interval_while_the_log_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "db.sqlite"
@@ -131,6 +131,17 @@ async def test_the_checkpointer_runs_every_interval(
             await asyncio.sleep(0.02)
         else:
             pytest.fail(f"the checkpointer never copied the log: {results}")
+        await asyncio.sleep(0.3)
+        asked = len(results)
+        await asyncio.sleep(0.3)
+        assert len(results) == asked  # nothing written: the thread is not asked again
+        writer.execute("INSERT INTO t VALUES (1000, 'y')")
+        for _ in range(250):
+            if len(results) > asked:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("a write was not checkpointed")
     finally:
         await checkpointer.stop()
         writer.close()
