@@ -73,6 +73,11 @@ def _applying(pragmas: tuple[str, ...]) -> Callable[[Any, Any], None]:
     return apply
 
 
+def _sqlite_path(settings: ServiceSettings) -> str:
+    """The SQLite file of ``settings.database`` (``:memory:`` when it names none)."""
+    return make_url(settings.database).database or ":memory:"
+
+
 def _sqlite_engine(settings: ServiceSettings, connections: int, *, reader: bool) -> AsyncEngine:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pragmas = _pragmas(settings, reader=reader)
@@ -83,8 +88,7 @@ def _sqlite_engine(settings: ServiceSettings, connections: int, *, reader: bool)
         "pool_timeout": 30,
     }
     if settings.sqlite_inline:
-        path = make_url(settings.database).database or ":memory:"
-        creator = sqlite_inline.connect(path, pragmas)
+        creator = sqlite_inline.connect(_sqlite_path(settings), pragmas)
         engine = create_async_engine(
             settings.database,
             async_creator=creator,
@@ -118,8 +122,8 @@ def create_checkpointer(settings: ServiceSettings) -> checkpoints.Checkpointer |
     with ``sqlite_checkpoint_ms=0``: then commits checkpoint, as SQLite does by default)."""
     if not settings.is_sqlite or not settings.sqlite_checkpoint_ms:
         return None
-    path = make_url(settings.database).database
-    if not path or path == ":memory:":
+    path = _sqlite_path(settings)
+    if path == ":memory:":
         return None
     return checkpoints.Checkpointer(path, settings.sqlite_checkpoint_ms / 1000)
 

@@ -29,11 +29,10 @@ from system.chassis import inbox, outbox  # noqa: F401  (their tables)
 
 
 def _load_every_model() -> None:
+    """Every service's tables (each service package has a ``models`` module)."""
     for service in pkgutil.iter_modules(system.services.__path__):
-        try:
+        if service.ispkg:
             importlib.import_module(f"system.services.{service.name}.models")
-        except ModuleNotFoundError:
-            continue
 
 
 def _is_partial(index: Index) -> bool:
