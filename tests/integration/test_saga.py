@@ -3,6 +3,7 @@ service that took part, idempotency, a replica killed mid-saga, and one trace pe
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import secrets
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.faults import Faults
 from harness.target import local_target
 from system.runtime.paths import StackPaths
+from system.runtime.postgres import SUPERUSER
+from system.runtime.state import StackSettings
 from system.runtime.topology import load_topology
 from tests.conftest import poll_until
 
@@ -200,6 +204,45 @@ def test_a_saga_interrupted_by_sigkill_of_its_replica_finishes_after_the_restart
         ),
         "stock sold once",
     )
+
+
+async def drop_service_connections(server_port: int) -> int:
+    """Terminate every server process of a client connection to a service's database
+    (straight to the server, not through Toxiproxy); how many there were."""
+    admin = await asyncpg.connect(
+        host="127.0.0.1", port=server_port, user=SUPERUSER, database="postgres"
+    )
+    try:
+        rows = await admin.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname <> 'postgres' AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    return sum(1 for row in rows if row[0])
+
+
+@pytest.mark.fault
+def test_pooled_database_connections_the_server_dropped_are_replaced_before_use(
+    gateway: httpx.Client, admin: dict[str, str], service_stack: dict[str, Any]
+) -> None:
+    paths = StackPaths.for_stack("services", Path(service_stack["home"]))
+    if StackSettings.load(paths).database != "postgres":
+        pytest.skip("SQLite is a file in each service: no connection to drop (PostgreSQL pass)")
+    product = new_product(gateway, admin, stock=4)
+    warm = place(gateway, admin, product)  # every service on the saga's path has pooled
+    assert terminal(gateway, admin, warm.json()["order_id"])["status"] == "CONFIRMED"
+    dropped = asyncio.run(drop_service_connections(service_stack["ports"]["postgres_server"]))
+    assert dropped > 0, "no service held a connection to drop"
+    # every pooled connection is dead now: each is found so at checkout and replaced,
+    # so no request and no saga step sees the loss
+    for _ in range(3):
+        placed = place(gateway, admin, product)
+        assert placed.status_code == 202, placed.text
+        order = gateway.get(f"/orders/{placed.json()['order_id']}", headers=admin)
+        assert order.status_code == 200, order.text
+        assert terminal(gateway, admin, placed.json()["order_id"])["status"] == "CONFIRMED"
+    poll_until(lambda: stock(gateway, admin, product)["sold"] == 4, "four units sold")
 
 
 def catalog_events_seen(service_stack: dict[str, Any]) -> float:
