@@ -131,15 +131,15 @@ def create_engine(settings: ServiceSettings) -> AsyncEngine:
     """The engine every transaction that may write uses."""
     if settings.is_sqlite:
         return _sqlite_engine(settings, 1, reader=False)
-    asyncpg = make_url(settings.database).get_driver_name() == "asyncpg"
+    on_asyncpg = make_url(settings.database).get_driver_name() == "asyncpg"
     engine = create_async_engine(
         settings.database,
         **JSON_COLUMNS,
         pool_size=settings.database_pool_size,
         max_overflow=0,
-        pool_pre_ping=not asyncpg,
+        pool_pre_ping=not on_asyncpg,
     )
-    if asyncpg:
+    if on_asyncpg:
         event.listen(engine.sync_engine.pool, "checkout", _ping_at_checkout)
     return engine
 

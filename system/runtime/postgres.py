@@ -92,7 +92,9 @@ def initdb(data: Path, sockets: Path) -> Hook:
     return prepare
 
 
-async def _connect(port: int) -> asyncpg.Connection:
+async def connect_admin(port: int) -> asyncpg.Connection:
+    """The superuser's connection to the ``postgres`` database at ``port`` (the proxy's, or
+    the server's own)."""
     return await asyncpg.connect(
         host="127.0.0.1", port=port, user=SUPERUSER, database="postgres", timeout=3
     )
@@ -103,7 +105,7 @@ def postgres_probe(port: int) -> Probe:
 
     async def probe() -> bool:
         try:
-            conn = await _connect(port)
+            conn = await connect_admin(port)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
         try:
@@ -118,7 +120,7 @@ def create_databases(port: int, names: Sequence[str]) -> Hook:
     """One database per service, created if missing (names are checked by the topology)."""
 
     async def create() -> None:
-        conn = await _connect(port)
+        conn = await connect_admin(port)
         try:
             existing = {
                 row["datname"] for row in await conn.fetch("SELECT datname FROM pg_database")

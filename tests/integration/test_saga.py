@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.faults import Faults
 from harness.target import local_target
 from system.runtime.paths import StackPaths
-from system.runtime.postgres import SUPERUSER
+from system.runtime.postgres import connect_admin
 from system.runtime.state import StackSettings
 from system.runtime.topology import load_topology
 from tests.conftest import poll_until
@@ -209,16 +208,14 @@ def test_a_saga_interrupted_by_sigkill_of_its_replica_finishes_after_the_restart
 async def drop_service_connections(server_port: int) -> int:
     """Terminate every server process of a client connection to a service's database
     (straight to the server, not through Toxiproxy); how many there were."""
-    admin = await asyncpg.connect(
-        host="127.0.0.1", port=server_port, user=SUPERUSER, database="postgres"
-    )
+    server = await connect_admin(server_port)
     try:
-        rows = await admin.fetch(
+        rows = await server.fetch(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname <> 'postgres' AND pid <> pg_backend_pid()"
         )
     finally:
-        await admin.close()
+        await server.close()
     return sum(1 for row in rows if row[0])
 
 
